@@ -1,0 +1,522 @@
+//! Typed configuration: one serde struct tree, parsed with unknown keys refused and
+//! validated once at load, so every later stage can trust what it is handed.
+//!
+//! Every error names the key path it is about (`cameras[1].ring.max_bytes: must be > 0`),
+//! because the person reading it is usually a technician with a serial cable and a
+//! config file, not the source code. The reference for every key is
+//! `config/default.toml`, which is also the embedded default.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ring::RingConfig;
+
+/// The configuration used when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+/// Upper bound for one ring's byte budget: far above any board we target, low enough that
+/// a typo (an extra zero or two) is caught at load instead of by the OOM killer.
+const MAX_RING_BYTES: u64 = 16 << 30;
+/// Upper bound for one ring's frame slots (metadata is reserved up front for all of them).
+const MAX_RING_FRAMES: u32 = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {key}: {message}")]
+    Parse {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("{origin}: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One validation problem, anchored at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Ring budget every camera gets unless it overrides a field.
+    #[serde(default)]
+    pub ring: RingSection,
+    /// Figures the self-test measures against.
+    #[serde(default)]
+    pub targets: Targets,
+    #[serde(default)]
+    pub selftest: SelfTestSection,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub log: LogSection,
+    /// The cameras, in the order they are started and reported.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RingSection {
+    /// Most frames a ring holds.
+    pub frames: u32,
+    /// Bytes reserved for frame payloads, once, at start.
+    pub max_bytes: u64,
+    /// Frames older than this, measured against the newest frame, are evicted.
+    pub max_age_secs: f64,
+}
+
+impl Default for RingSection {
+    fn default() -> Self {
+        Self {
+            frames: 1800,
+            max_bytes: 256 << 20,
+            max_age_secs: 60.0,
+        }
+    }
+}
+
+/// Per-camera overrides of `[ring]`; unset fields inherit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RingOverride {
+    pub frames: Option<u32>,
+    pub max_bytes: Option<u64>,
+    pub max_age_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Frames per second each camera must deliver (capped at what the camera is set to).
+    pub capture_fps: f64,
+    /// Fraction below the fps target still counted as meeting it (pacing jitter).
+    pub fps_tolerance: f64,
+    /// jemalloc bytes per camera (its arena: ring + capture working memory), in MiB.
+    pub memory_per_camera_mb: f64,
+    /// Mean time to add one frame to a ring.
+    pub frame_add_avg_ms: f64,
+    /// Worst time to add one frame to a ring.
+    pub frame_add_max_ms: f64,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            capture_fps: 30.0,
+            fps_tolerance: 0.02,
+            memory_per_camera_mb: 500.0,
+            frame_add_avg_ms: 10.0,
+            frame_add_max_ms: 33.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestSection {
+    /// How long the cameras run when `--seconds` is not given.
+    pub seconds: f64,
+    /// The product spec's frame-buffer case: this many frames ...
+    pub ring_stress_frames: u32,
+    /// ... of this many bytes each, pushed into a ring with the `[ring]` budget.
+    pub ring_stress_frame_bytes: u32,
+}
+
+impl Default for SelfTestSection {
+    fn default() -> Self {
+        Self {
+            seconds: 5.0,
+            ring_stress_frames: 1800,
+            ring_stress_frame_bytes: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Where the database and clips live (created when first needed).
+    pub data_dir: PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// tracing filter directive (`info`, `nvr_edge::capture=debug`, ...); `RUST_LOG` wins.
+    pub filter: String,
+    /// Seconds between the per-camera summary lines of `nvr-edge run`.
+    pub summary_interval_secs: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            summary_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    V4l2,
+    Synthetic,
+    Replay,
+}
+
+/// Pixel format asked of a camera; what the driver grants is reported separately.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferredFormat {
+    #[default]
+    Mjpeg,
+    Yuyv,
+    Nv12,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Short unique name used in logs, reports and the database.
+    pub id: String,
+    pub source: SourceKind,
+    /// V4L2 device node (`/dev/video0` or a `/dev/v4l/by-id/...` link); v4l2 only.
+    pub device: Option<PathBuf>,
+    /// Directory of JPEGs or an MJPEG file (concatenated JPEGs); replay only.
+    pub path: Option<PathBuf>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    #[serde(default)]
+    pub pixel_format: PreferredFormat,
+    /// JPEG quality used where nvr-edge encodes frames itself (synthetic, YUYV, NV12).
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: u8,
+    #[serde(default)]
+    pub ring: RingOverride,
+}
+
+fn default_jpeg_quality() -> u8 {
+    80
+}
+
+impl CameraConfig {
+    /// Frame interval the camera is asked for.
+    pub fn frame_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.fps)
+    }
+}
+
+impl Config {
+    /// Parse and validate the embedded default configuration.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::from_toml_str(EMBEDDED_DEFAULT, "embedded default config")
+    }
+
+    /// Load from a file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::embedded(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Self::from_toml_str(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parse TOML text (`origin` names it in errors) and validate it.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let parse_err = |key: String, message: String| ConfigError::Parse {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| parse_err("(document)".into(), one_line(&e.to_string())))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "(document)".into() } else { key };
+            parse_err(key, one_line(&e.inner().to_string()))
+        })?;
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// The ring budget a camera ends up with after its overrides.
+    pub fn ring_for(&self, cam: &CameraConfig) -> RingConfig {
+        let o = &cam.ring;
+        RingConfig {
+            frames: o.frames.unwrap_or(self.ring.frames) as usize,
+            max_bytes: o.max_bytes.unwrap_or(self.ring.max_bytes) as usize,
+            max_age: Duration::from_secs_f64(o.max_age_secs.unwrap_or(self.ring.max_age_secs)),
+        }
+    }
+
+    /// Every validation problem at once, so a technician fixes the file in one pass.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        check_ring(
+            &mut p,
+            "ring",
+            Some(self.ring.frames),
+            Some(self.ring.max_bytes),
+            Some(self.ring.max_age_secs),
+        );
+
+        let t = &self.targets;
+        p.positive("targets.capture_fps", t.capture_fps);
+        p.check(
+            "targets.fps_tolerance",
+            (0.0..1.0).contains(&t.fps_tolerance),
+            "must be in [0, 1)",
+        );
+        p.positive("targets.memory_per_camera_mb", t.memory_per_camera_mb);
+        p.positive("targets.frame_add_avg_ms", t.frame_add_avg_ms);
+        p.positive("targets.frame_add_max_ms", t.frame_add_max_ms);
+
+        let s = &self.selftest;
+        p.check(
+            "selftest.seconds",
+            s.seconds.is_finite() && (0.5..=3600.0).contains(&s.seconds),
+            "must be between 0.5 and 3600",
+        );
+        p.check(
+            "selftest.ring_stress_frames",
+            s.ring_stress_frames > 0,
+            "must be > 0",
+        );
+        p.check(
+            "selftest.ring_stress_frame_bytes",
+            s.ring_stress_frame_bytes > 0
+                && u64::from(s.ring_stress_frame_bytes) <= self.ring.max_bytes,
+            "must be > 0 and fit in ring.max_bytes",
+        );
+
+        p.check(
+            "storage.data_dir",
+            !self.storage.data_dir.as_os_str().is_empty(),
+            "must not be empty",
+        );
+        p.check(
+            "log.filter",
+            tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_ok(),
+            "is not a valid tracing filter",
+        );
+        p.check(
+            "log.summary_interval_secs",
+            self.log.summary_interval_secs > 0,
+            "must be > 0",
+        );
+
+        let mut seen = HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let at = format!("cameras[{i}]");
+            check_camera(&mut p, &at, cam);
+            if !seen.insert(cam.id.as_str()) {
+                p.push(
+                    format!("{at}.id"),
+                    format!("duplicate camera id {:?}", cam.id),
+                );
+            }
+        }
+        p.0
+    }
+}
+
+fn check_camera(p: &mut Problems, at: &str, cam: &CameraConfig) {
+    let id_ok = !cam.id.is_empty()
+        && cam.id.len() <= 32
+        && cam
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    p.check(
+        &format!("{at}.id"),
+        id_ok,
+        "must be 1-32 characters of A-Z a-z 0-9 - _",
+    );
+    p.check(
+        &format!("{at}.width"),
+        (16..=7680).contains(&cam.width) && cam.width % 2 == 0,
+        "must be an even number from 16 to 7680",
+    );
+    p.check(
+        &format!("{at}.height"),
+        (16..=4320).contains(&cam.height) && cam.height % 2 == 0,
+        "must be an even number from 16 to 4320",
+    );
+    p.check(
+        &format!("{at}.fps"),
+        cam.fps.is_finite() && cam.fps > 0.0 && cam.fps <= 240.0,
+        "must be > 0 and <= 240",
+    );
+    p.check(
+        &format!("{at}.jpeg_quality"),
+        (1..=100).contains(&cam.jpeg_quality),
+        "must be 1-100",
+    );
+    let (needs_device, needs_path) = match cam.source {
+        SourceKind::V4l2 => (true, false),
+        SourceKind::Replay => (false, true),
+        SourceKind::Synthetic => (false, false),
+    };
+    match (&cam.device, needs_device) {
+        (None, true) => p.push(format!("{at}.device"), "required for source = \"v4l2\""),
+        (Some(_), false) => p.push(format!("{at}.device"), "only used by source = \"v4l2\""),
+        _ => {}
+    }
+    match (&cam.path, needs_path) {
+        (None, true) => p.push(format!("{at}.path"), "required for source = \"replay\""),
+        (Some(_), false) => p.push(format!("{at}.path"), "only used by source = \"replay\""),
+        _ => {}
+    }
+    check_ring(
+        p,
+        &format!("{at}.ring"),
+        cam.ring.frames,
+        cam.ring.max_bytes,
+        cam.ring.max_age_secs,
+    );
+}
+
+fn check_ring(
+    p: &mut Problems,
+    at: &str,
+    frames: Option<u32>,
+    max_bytes: Option<u64>,
+    max_age_secs: Option<f64>,
+) {
+    if let Some(f) = frames {
+        p.check(
+            &format!("{at}.frames"),
+            f > 0 && f <= MAX_RING_FRAMES,
+            &format!("must be > 0 and <= {MAX_RING_FRAMES}"),
+        );
+    }
+    if let Some(b) = max_bytes {
+        p.check(
+            &format!("{at}.max_bytes"),
+            b > 0 && b <= MAX_RING_BYTES,
+            &format!("must be > 0 and <= {MAX_RING_BYTES} (16 GiB)"),
+        );
+    }
+    if let Some(a) = max_age_secs {
+        p.positive(&format!("{at}.max_age_secs"), a);
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: String, message: impl Into<String>) {
+        self.0.push(Problem {
+            key,
+            message: message.into(),
+        });
+    }
+    fn check(&mut self, key: &str, ok: bool, message: &str) {
+        if !ok {
+            self.push(key.to_string(), message);
+        }
+    }
+    fn positive(&mut self, key: &str, v: f64) {
+        self.check(key, v.is_finite() && v > 0.0, "must be a number > 0");
+    }
+}
+
+/// toml's messages carry a multi-line source excerpt; a serial console wants one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_has_two_synthetic_cameras() {
+        let cfg = Config::embedded().unwrap();
+        assert_eq!(cfg.cameras.len(), 2);
+        assert!(cfg
+            .cameras
+            .iter()
+            .all(|c| c.source == SourceKind::Synthetic && c.width == 640 && c.fps == 30.0));
+        let ring = cfg.ring_for(&cfg.cameras[0]);
+        assert_eq!(ring.frames, 1800);
+        assert_eq!(ring.max_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn camera_override_inherits_unset_fields() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [ring]
+            frames = 100
+            max_bytes = 1000000
+            max_age_secs = 5
+            [[cameras]]
+            id = "a"
+            source = "synthetic"
+            width = 320
+            height = 240
+            fps = 10
+            ring = { frames = 7 }
+            "#,
+            "t",
+        )
+        .unwrap();
+        let r = cfg.ring_for(&cfg.cameras[0]);
+        assert_eq!(
+            (r.frames, r.max_bytes, r.max_age),
+            (7, 1_000_000, Duration::from_secs(5))
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! nvr-edge: a smart video recorder for small aarch64 boards.
+//!
+//! Data flow and design notes: `docs/architecture.md`. Each module owns one job:
+//! [`config`] (typed, validated configuration), [`ring`] (fixed-capacity frame rings),
+//! [`memory`] (jemalloc arenas and accounting), [`capture`] (camera sources and capture
+//! threads), [`pipeline`] (starting and stopping cameras), [`selftest`] (the PASS/FAIL
+//! report), [`service`] (the long-running job), [`clock`], [`telemetry`].
+
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod memory;
+pub mod pipeline;
+pub mod ring;
+pub mod selftest;
+pub mod service;
+pub mod telemetry;
+
+// jemalloc everywhere (binary, tests, benches): musl's allocator is slow, and the
+// per-camera memory figures come from jemalloc's own statistics.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

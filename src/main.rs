@@ -1,0 +1,120 @@
+//! The `nvr-edge` binary: parse the command line, load the config, hand off to the library.
+//! Exit status: 0 success, 1 failure (a self-test FAIL included), 2 bad usage or config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nvr_edge::clock::SystemClock;
+use nvr_edge::config::Config;
+use nvr_edge::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "nvr-edge", version, about = "Smart video recorder for small boards")]
+struct Cli {
+    /// Run the cameras briefly, print a PASS/FAIL table of measured figures, exit 0 only if all pass.
+    #[arg(long)]
+    self_test: bool,
+    /// With --self-test: print the report as one JSON object on stdout.
+    #[arg(long, requires = "self_test")]
+    json: bool,
+    /// With --self-test: seconds to run the cameras (default: selftest.seconds).
+    #[arg(long, requires = "self_test")]
+    seconds: Option<f64>,
+    /// Config file (TOML); the embedded default when omitted.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log output format on stderr: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the recorder until SIGINT/SIGTERM.
+    Run,
+    /// Parse and validate a config file; print what is wrong, by key.
+    CheckConfig { path: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::CheckConfig { path }) = &cli.cmd {
+        return match Config::load(Some(path)) {
+            Ok(cfg) => {
+                println!("{}: ok ({} camera(s))", path.display(), cfg.cameras.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        };
+    }
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    telemetry::init(&cfg.log.filter, cli.log_format);
+    let clock = Arc::new(SystemClock);
+    let outcome = match (&cli.cmd, cli.self_test) {
+        (None, true) => self_test(&cfg, &cli, clock),
+        (Some(Cmd::Run), false) => nvr_edge::service::run(&cfg, clock)
+            .context("nvr-edge run")
+            .map(|()| ExitCode::SUCCESS),
+        (Some(_), true) => {
+            eprintln!("error: --self-test cannot be combined with a subcommand");
+            return ExitCode::from(2);
+        }
+        _ => {
+            eprintln!("error: nothing to do: give --self-test or a subcommand (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    outcome.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn self_test(cfg: &Config, cli: &Cli, clock: Arc<SystemClock>) -> anyhow::Result<ExitCode> {
+    let seconds = cli.seconds.unwrap_or(cfg.selftest.seconds);
+    if !(seconds.is_finite() && seconds > 0.0) {
+        eprintln!("error: --seconds must be a number > 0");
+        return Ok(ExitCode::from(2));
+    }
+    let report = nvr_edge::selftest::run(cfg, seconds, clock).context("self-test")?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn config_error(e: &nvr_edge::config::ConfigError) -> ExitCode {
+    use nvr_edge::config::ConfigError;
+    match e {
+        ConfigError::Invalid { origin, problems } => {
+            eprintln!("error: invalid config {origin}:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+        }
+        other => {
+            let mut msg = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            eprintln!("error: {msg}");
+        }
+    }
+    ExitCode::from(2)
+}

@@ -1,0 +1,129 @@
+//! Memory accounting from jemalloc itself, not estimates.
+//!
+//! Each camera gets its own jemalloc arena: its ring is allocated inside
+//! [`Arena::scope`] and its capture thread is bound to the arena, so the arena's
+//! `small.allocated + large.allocated` is exactly that camera's heap. Everything else
+//! (models, gallery, control plane) stays in the automatic arenas and is reported as
+//! the process total minus the cameras.
+//!
+//! Arenas are never destroyed: `arena.<i>.destroy` would free a ring still in use, and
+//! a camera's arena lives as long as the process, like the camera.
+
+use serde::Serialize;
+use tikv_jemalloc_ctl::{epoch, raw, stats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("jemalloc mallctl {name}: {message}")]
+    Ctl { name: String, message: String },
+}
+
+fn ctl_err(name: &str) -> impl FnOnce(tikv_jemalloc_ctl::Error) -> MemoryError + '_ {
+    move |e| MemoryError::Ctl {
+        name: name.trim_end_matches('\0').to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Refresh jemalloc's cached statistics; every read below does this first.
+pub fn advance_epoch() -> Result<(), MemoryError> {
+    epoch::advance().map(drop).map_err(ctl_err("epoch"))
+}
+
+/// A dedicated jemalloc arena.
+#[derive(Debug)]
+pub struct Arena {
+    index: u32,
+    small_mib: [usize; 5],
+    large_mib: [usize; 5],
+}
+
+impl Arena {
+    pub fn create() -> Result<Self, MemoryError> {
+        // SAFETY: `arenas.create` reads back an `unsigned`, which is u32 on every target
+        // jemalloc supports.
+        let index: u32 = unsafe { raw::read(b"arenas.create\0") }.map_err(ctl_err("arenas.create"))?;
+        // jemalloc only knows a new arena's statistics after the next epoch refresh.
+        advance_epoch()?;
+        let mib = |stat: &str| -> Result<[usize; 5], MemoryError> {
+            let name = format!("stats.arenas.{index}.{stat}.allocated\0");
+            let mut mib = [0usize; 5];
+            raw::name_to_mib(name.as_bytes(), &mut mib).map_err(ctl_err(&name))?;
+            Ok(mib)
+        };
+        Ok(Self {
+            index,
+            small_mib: mib("small")?,
+            large_mib: mib("large")?,
+        })
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Send every later allocation of the calling thread to this arena.
+    pub fn bind_current_thread(&self) -> Result<(), MemoryError> {
+        set_thread_arena(self.index)
+    }
+
+    /// Run `f` with the calling thread's allocations going to this arena, then restore
+    /// the thread's previous arena (also when `f` panics).
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> Result<R, MemoryError> {
+        struct Restore(u32);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                // Nothing sensible to do if this fails: the thread keeps the camera's
+                // arena, which only misattributes later allocations.
+                let _ = set_thread_arena(self.0);
+            }
+        }
+        // SAFETY: `thread.arena` is an `unsigned`.
+        let previous: u32 = unsafe { raw::read(b"thread.arena\0") }.map_err(ctl_err("thread.arena"))?;
+        self.bind_current_thread()?;
+        let _restore = Restore(previous);
+        Ok(f())
+    }
+
+    /// Bytes currently allocated from this arena.
+    pub fn allocated_bytes(&self) -> Result<u64, MemoryError> {
+        advance_epoch()?;
+        // SAFETY: both statistics are `size_t`.
+        let small: usize =
+            unsafe { raw::read_mib(&self.small_mib) }.map_err(ctl_err("small.allocated"))?;
+        // SAFETY: as above.
+        let large: usize =
+            unsafe { raw::read_mib(&self.large_mib) }.map_err(ctl_err("large.allocated"))?;
+        Ok((small + large) as u64)
+    }
+}
+
+fn set_thread_arena(index: u32) -> Result<(), MemoryError> {
+    // SAFETY: `thread.arena` takes an `unsigned`; jemalloc checks the index exists.
+    unsafe { raw::write(b"thread.arena\0", index) }.map_err(ctl_err("thread.arena"))
+}
+
+/// Process-wide jemalloc figures, bytes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ProcessMemory {
+    /// Handed out to the program.
+    pub allocated: u64,
+    /// In pages jemalloc has in use (allocated plus fragmentation).
+    pub active: u64,
+    /// Physically resident pages jemalloc maps, including its metadata.
+    pub resident: u64,
+    /// Unmapped address space kept for reuse (not resident).
+    pub retained: u64,
+}
+
+pub fn process_memory() -> Result<ProcessMemory, MemoryError> {
+    advance_epoch()?;
+    Ok(ProcessMemory {
+        allocated: stats::allocated::read().map_err(ctl_err("stats.allocated"))? as u64,
+        active: stats::active::read().map_err(ctl_err("stats.active"))? as u64,
+        resident: stats::resident::read().map_err(ctl_err("stats.resident"))? as u64,
+        retained: stats::retained::read().map_err(ctl_err("stats.retained"))? as u64,
+    })
+}
+
+pub const MIB: f64 = 1024.0 * 1024.0;

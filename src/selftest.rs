@@ -1,0 +1,394 @@
+//! `--self-test`: run the configured cameras for a few seconds, measure, and print one
+//! row per check (measured, target, PASS/FAIL). The boot-time health check of the device
+//! and the first thing a technician runs over the serial cable.
+//!
+//! The JSON form (`--json`) is read by field tooling and the emulated-device tests; its
+//! shape is stable: `{"verdict", "checks": [{"name", "camera", "measured", "target",
+//! "unit", "pass", "op", "detail"}], ...}`. New checks add rows, never fields.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::memory::{self, Arena, MemoryError, ProcessMemory, MIB};
+use crate::pipeline::{CameraReport, Pipeline, PipelineError};
+use crate::ring::{FrameFormat, FrameMeta, FrameRing, RingConfig, RingError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelfTestError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("memory accounting")]
+    Memory(#[from] MemoryError),
+    #[error("ring stress")]
+    Ring(#[from] RingError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Op {
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "<=")]
+    AtMost,
+}
+
+impl Op {
+    fn holds(self, measured: f64, target: f64) -> bool {
+        // NaN never passes.
+        match self {
+            Op::AtLeast => measured >= target,
+            Op::AtMost => measured <= target,
+        }
+    }
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::AtLeast => ">=",
+            Op::AtMost => "<=",
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub camera: Option<String>,
+    pub measured: f64,
+    pub target: f64,
+    pub unit: String,
+    pub pass: bool,
+    pub op: Op,
+    /// What a technician needs to make sense of a FAIL.
+    pub detail: Option<String>,
+}
+
+impl Check {
+    pub fn new(
+        name: &str,
+        camera: Option<&str>,
+        measured: f64,
+        op: Op,
+        target: f64,
+        unit: &str,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            camera: camera.map(Into::into),
+            measured,
+            target,
+            unit: unit.into(),
+            pass: op.holds(measured, target),
+            op,
+            detail: None,
+        }
+    }
+
+    fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub verdict: Verdict,
+    pub checks: Vec<Check>,
+    pub version: &'static str,
+    pub seconds: f64,
+    pub cameras: Vec<CameraReport>,
+    pub process_memory: Option<ProcessMemory>,
+}
+
+impl Report {
+    pub fn from_checks(
+        checks: Vec<Check>,
+        seconds: f64,
+        cameras: Vec<CameraReport>,
+    ) -> Report {
+        let verdict = if !checks.is_empty() && checks.iter().all(|c| c.pass) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        Report {
+            verdict,
+            checks,
+            version: env!("CARGO_PKG_VERSION"),
+            seconds,
+            cameras,
+            process_memory: memory::process_memory().ok(),
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+
+    /// The human table: fixed columns, one check per line, fits an 80-column console.
+    pub fn render_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "nvr-edge {} self-test: {} camera(s), {:.1} s",
+            self.version,
+            self.cameras.len(),
+            self.seconds
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:<8} {:>14} {:>16}  RESULT",
+            "CHECK", "CAMERA", "MEASURED", "TARGET"
+        );
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "{:<22} {:<8} {:>14} {:>16}  {}",
+                c.name,
+                c.camera.as_deref().unwrap_or("-"),
+                format!("{} {}", fmt_num(c.measured), c.unit),
+                format!("{} {} {}", c.op.symbol(), fmt_num(c.target), c.unit),
+                if c.pass { "PASS" } else { "FAIL" }
+            );
+            if let Some(d) = &c.detail {
+                if !c.pass {
+                    let _ = writeln!(s, "    {d}");
+                }
+            }
+        }
+        if let Some(m) = &self.process_memory {
+            let _ = writeln!(
+                s,
+                "process memory (jemalloc): allocated {:.1} MiB, resident {:.1} MiB, retained {:.1} MiB",
+                m.allocated as f64 / MIB,
+                m.resident as f64 / MIB,
+                m.retained as f64 / MIB
+            );
+        }
+        let passed = self.checks.iter().filter(|c| c.pass).count();
+        let _ = writeln!(
+            s,
+            "VERDICT: {} ({passed}/{} checks passed)",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.checks.len()
+        );
+        s
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else if a == 0.0 {
+        "0".into()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Run the self-test: the product spec's ring case, then every configured camera for
+/// `seconds`.
+pub fn run(cfg: &Config, seconds: f64, clock: Arc<dyn Clock>) -> Result<Report, SelfTestError> {
+    let mut checks = ring_stress(cfg)?;
+    let mut pipeline = Pipeline::start(cfg, clock.clone())?;
+    clock.sleep(Duration::from_secs_f64(seconds));
+    let cameras = pipeline.reports();
+    pipeline.stop();
+    for cam in &cameras {
+        checks.extend(camera_checks(cfg, cam));
+    }
+    Ok(Report::from_checks(checks, seconds, cameras))
+}
+
+fn camera_checks(cfg: &Config, cam: &CameraReport) -> Vec<Check> {
+    let t = &cfg.targets;
+    let id = Some(cam.id.as_str());
+    let st = &cam.stats;
+    let asked_fps = cfg
+        .cameras
+        .iter()
+        .find(|c| c.id == cam.id)
+        .map_or(t.capture_fps, |c| c.fps);
+    let granted_fps = st.source.as_ref().map_or(asked_fps, |s| s.fps);
+    let fps_target = t.capture_fps.min(granted_fps) * (1.0 - t.fps_tolerance);
+    let health = format!(
+        "state {:?}, frames {}, skipped {}, bad {}, refused {}, reconnects {}{}",
+        st.state,
+        st.frames,
+        st.skipped,
+        st.bad_frames,
+        st.refused,
+        st.reconnects,
+        st.last_error
+            .as_deref()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default()
+    );
+    let mem_mb = cam.memory_bytes.map_or(f64::NAN, |b| b as f64 / MIB);
+    let period_ms = 1000.0 / granted_fps.max(0.001);
+    vec![
+        Check::new("camera_fps", id, st.average_fps, Op::AtLeast, fps_target, "fps")
+            .detail(health.clone()),
+        Check::new(
+            "last_frame_age",
+            id,
+            st.last_frame_age_ms.unwrap_or(f64::INFINITY),
+            Op::AtMost,
+            (3.0 * period_ms).max(500.0),
+            "ms",
+        )
+        .detail(health),
+        Check::new(
+            "camera_memory",
+            id,
+            mem_mb,
+            Op::AtMost,
+            t.memory_per_camera_mb,
+            "MiB",
+        )
+        .detail("jemalloc arena of the camera: ring reservation + capture working memory"),
+        Check::new(
+            "frame_add_avg",
+            id,
+            st.push_ms_avg,
+            Op::AtMost,
+            t.frame_add_avg_ms,
+            "ms",
+        ),
+        Check::new(
+            "frame_add_max",
+            id,
+            st.push_ms_max,
+            Op::AtMost,
+            t.frame_add_max_ms,
+            "ms",
+        ),
+        Check::new(
+            "ring_within_budget",
+            id,
+            cam.ring.bytes_used as f64 / MIB,
+            Op::AtMost,
+            cam.ring_budget.max_bytes as f64 / MIB,
+            "MiB",
+        )
+        .detail(format!(
+            "{} of {} frames",
+            cam.ring.len, cam.ring_budget.frames
+        )),
+    ]
+}
+
+/// The product spec's frame-buffer case, measured for real: N frames of S bytes pushed
+/// into a ring with the configured budget, in an arena of its own.
+fn ring_stress(cfg: &Config) -> Result<Vec<Check>, SelfTestError> {
+    let s = &cfg.selftest;
+    let t = &cfg.targets;
+    let ring_cfg = RingConfig {
+        frames: s.ring_stress_frames as usize,
+        max_bytes: cfg.ring.max_bytes as usize,
+        max_age: Duration::from_secs_f64(cfg.ring.max_age_secs),
+    };
+    let frame_bytes = s.ring_stress_frame_bytes as usize;
+    let arena = Arena::create()?;
+    let before = arena.allocated_bytes()?;
+    let (ring, payload) = arena.scope(|| {
+        let payload: Vec<u8> = (0..frame_bytes).map(|i| (i * 31 % 251) as u8).collect();
+        FrameRing::new(ring_cfg).map(|r| (r, payload))
+    })??;
+    let (mut sum_ns, mut max_ns) = (0u128, 0u128);
+    // 30 fps spacing, as a camera would deliver them.
+    for i in 0..s.ring_stress_frames {
+        let meta = FrameMeta {
+            seq: u64::from(i),
+            ts_us: i64::from(i) * 33_333,
+            width: 640,
+            height: 480,
+            format: FrameFormat::Jpeg,
+        };
+        let t0 = Instant::now();
+        ring.push(meta, &payload)?;
+        let ns = t0.elapsed().as_nanos();
+        sum_ns += ns;
+        max_ns = max_ns.max(ns);
+    }
+    let used = arena.allocated_bytes()?.saturating_sub(before);
+    let expected_len = (ring_cfg.frames).min(ring_cfg.max_bytes / frame_bytes);
+    let n = f64::from(s.ring_stress_frames.max(1));
+    let what = format!(
+        "{} frames of {} bytes into a ring of {} frames / {:.0} MiB",
+        s.ring_stress_frames,
+        frame_bytes,
+        ring_cfg.frames,
+        ring_cfg.max_bytes as f64 / MIB
+    );
+    let checks = vec![
+        Check::new(
+            "ring_stress_memory",
+            None,
+            used as f64 / MIB,
+            Op::AtMost,
+            t.memory_per_camera_mb,
+            "MiB",
+        )
+        .detail(format!("{what}; jemalloc arena bytes")),
+        Check::new(
+            "ring_stress_len",
+            None,
+            ring.len() as f64,
+            Op::AtLeast,
+            expected_len as f64,
+            "frames",
+        )
+        .detail(what),
+        Check::new(
+            "ring_stress_add_avg",
+            None,
+            sum_ns as f64 / n / 1e6,
+            Op::AtMost,
+            t.frame_add_avg_ms,
+            "ms",
+        ),
+        Check::new(
+            "ring_stress_add_max",
+            None,
+            max_ns as f64 / 1e6,
+            Op::AtMost,
+            t.frame_add_max_ms,
+            "ms",
+        ),
+    ];
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_needs_every_check_and_at_least_one() {
+        let ok = Check::new("a", None, 2.0, Op::AtLeast, 1.0, "x");
+        let bad = Check::new("b", None, 2.0, Op::AtMost, 1.0, "x");
+        let nan = Check::new("c", None, f64::NAN, Op::AtMost, 1.0, "x");
+        assert!(ok.pass && !bad.pass && !nan.pass);
+        assert!(Report::from_checks(vec![ok.clone()], 1.0, vec![]).passed());
+        assert!(!Report::from_checks(vec![ok, bad], 1.0, vec![]).passed());
+        assert!(!Report::from_checks(vec![], 1.0, vec![]).passed());
+    }
+}
