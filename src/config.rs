@@ -79,7 +79,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RingSection {
     /// Most frames a ring holds.
     pub frames: u32,
@@ -109,7 +109,7 @@ pub struct RingOverride {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Targets {
     /// Frames per second each camera must deliver (capped at what the camera is set to).
     pub capture_fps: f64,
@@ -136,7 +136,7 @@ impl Default for Targets {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SelfTestSection {
     /// How long the cameras run when `--seconds` is not given.
     pub seconds: f64,
@@ -157,7 +157,7 @@ impl Default for SelfTestSection {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Storage {
     /// Where the database and clips live (created when first needed).
     pub data_dir: PathBuf,
@@ -172,7 +172,7 @@ impl Default for Storage {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// tracing filter directive (`info`, `nvr_edge::capture=debug`, ...); `RUST_LOG` wins.
     pub filter: String,

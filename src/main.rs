@@ -12,7 +12,11 @@ use nvr_edge::config::Config;
 use nvr_edge::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "nvr-edge", version, about = "Smart video recorder for small boards")]
+#[command(
+    name = "nvr-edge",
+    version,
+    about = "Smart video recorder for small boards"
+)]
 struct Cli {
     /// Run the cameras briefly, print a PASS/FAIL table of measured figures, exit 0 only if all pass.
     #[arg(long)]

@@ -42,7 +42,8 @@ impl Arena {
     pub fn create() -> Result<Self, MemoryError> {
         // SAFETY: `arenas.create` reads back an `unsigned`, which is u32 on every target
         // jemalloc supports.
-        let index: u32 = unsafe { raw::read(b"arenas.create\0") }.map_err(ctl_err("arenas.create"))?;
+        let index: u32 =
+            unsafe { raw::read(b"arenas.create\0") }.map_err(ctl_err("arenas.create"))?;
         // jemalloc only knows a new arena's statistics after the next epoch refresh.
         advance_epoch()?;
         let mib = |stat: &str| -> Result<[usize; 5], MemoryError> {
@@ -79,7 +80,8 @@ impl Arena {
             }
         }
         // SAFETY: `thread.arena` is an `unsigned`.
-        let previous: u32 = unsafe { raw::read(b"thread.arena\0") }.map_err(ctl_err("thread.arena"))?;
+        let previous: u32 =
+            unsafe { raw::read(b"thread.arena\0") }.map_err(ctl_err("thread.arena"))?;
         self.bind_current_thread()?;
         let _restore = Restore(previous);
         Ok(f())

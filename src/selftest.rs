@@ -112,11 +112,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn from_checks(
-        checks: Vec<Check>,
-        seconds: f64,
-        cameras: Vec<CameraReport>,
-    ) -> Report {
+    pub fn from_checks(checks: Vec<Check>, seconds: f64, cameras: Vec<CameraReport>) -> Report {
         let verdict = if !checks.is_empty() && checks.iter().all(|c| c.pass) {
             Verdict::Pass
         } else {
@@ -244,8 +240,15 @@ fn camera_checks(cfg: &Config, cam: &CameraReport) -> Vec<Check> {
     let mem_mb = cam.memory_bytes.map_or(f64::NAN, |b| b as f64 / MIB);
     let period_ms = 1000.0 / granted_fps.max(0.001);
     vec![
-        Check::new("camera_fps", id, st.average_fps, Op::AtLeast, fps_target, "fps")
-            .detail(health.clone()),
+        Check::new(
+            "camera_fps",
+            id,
+            st.average_fps,
+            Op::AtLeast,
+            fps_target,
+            "fps",
+        )
+        .detail(health.clone()),
         Check::new(
             "last_frame_age",
             id,

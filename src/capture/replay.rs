@@ -22,8 +22,14 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 const MAX_FILES: usize = 100_000;
 
 enum Input {
-    Dir { files: Vec<PathBuf>, next: usize },
-    Mjpeg { path: PathBuf, reader: BufReader<File> },
+    Dir {
+        files: Vec<PathBuf>,
+        next: usize,
+    },
+    Mjpeg {
+        path: PathBuf,
+        reader: BufReader<File>,
+    },
 }
 
 pub struct ReplaySource {
@@ -113,9 +119,9 @@ impl ReplaySource {
                         Ok(None) | Err(JpegError::Truncated) if !rewound => {
                             // End of the recording: loop. A truncated last frame is
                             // simply the end of a recording cut short.
-                            reader
-                                .seek(SeekFrom::Start(0))
-                                .map_err(|e| SourceError::from_io(&path.display().to_string(), &e))?;
+                            reader.seek(SeekFrom::Start(0)).map_err(|e| {
+                                SourceError::from_io(&path.display().to_string(), &e)
+                            })?;
                             rewound = true;
                         }
                         Ok(None) | Err(JpegError::Truncated) => {
@@ -138,8 +144,8 @@ impl ReplaySource {
 }
 
 fn list_jpegs(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| SourceError::from_io(&dir.display().to_string(), &e))?;
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| SourceError::from_io(&dir.display().to_string(), &e))?;
     let mut files = Vec::new();
     for entry in rd.flatten() {
         let p = entry.path();

@@ -88,7 +88,8 @@ impl CameraStats {
         }
         // Cannot fail: there is room after the pop above.
         let _ = self.window.push_back(mono_us);
-        self.push_ns.saturating_record(push_ns.clamp(1, PUSH_NS_MAX));
+        self.push_ns
+            .saturating_record(push_ns.clamp(1, PUSH_NS_MAX));
         self.push_ns_sum += push_ns;
         self.push_ns_max = self.push_ns_max.max(push_ns);
     }
@@ -133,7 +134,9 @@ impl CameraStats {
             camera_fps: self.window_fps(now_mono_us, 5_000_000),
             average_fps: self.average_fps(),
             last_frame_wall_us: self.last_frame_wall_us,
-            last_frame_age_ms: self.last_frame_mono_us.map(|t| (now_mono_us - t) as f64 / 1e3),
+            last_frame_age_ms: self
+                .last_frame_mono_us
+                .map(|t| (now_mono_us - t) as f64 / 1e3),
             push_ms_avg: if n > 0 {
                 self.push_ns_sum as f64 / n as f64 / 1e6
             } else {
