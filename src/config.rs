@@ -268,11 +268,11 @@ impl Config {
             message,
         };
         let de = toml::Deserializer::parse(text)
-            .map_err(|e| parse_err("(document)".into(), one_line(&e.to_string())))?;
+            .map_err(|e| parse_err("(document)".into(), describe(text, &e)))?;
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "(document)".into() } else { key };
-            parse_err(key, one_line(&e.inner().to_string()))
+            parse_err(key, describe(text, e.inner()))
         })?;
         let problems = cfg.problems();
         if problems.is_empty() {
@@ -468,13 +468,19 @@ impl Problems {
     }
 }
 
-/// toml's messages carry a multi-line source excerpt; a serial console wants one line.
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// toml's own rendering is a multi-line excerpt; a serial console wants one line with
+/// the message and where it is.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{msg} (line {line}, column {col})")
+        }
+        None => msg,
+    }
 }
 
 #[cfg(test)]
