@@ -72,6 +72,8 @@ pub struct Config {
     #[serde(default)]
     pub storage: Storage,
     #[serde(default)]
+    pub household: HouseholdSection,
+    #[serde(default)]
     pub log: LogSection,
     /// The cameras, in the order they are started and reported.
     #[serde(default)]
@@ -121,6 +123,8 @@ pub struct Targets {
     pub frame_add_avg_ms: f64,
     /// Worst time to add one frame to a ring.
     pub frame_add_max_ms: f64,
+    /// 99th percentile of one household match (probe against the whole gallery).
+    pub household_match_p99_ms: f64,
 }
 
 impl Default for Targets {
@@ -131,6 +135,7 @@ impl Default for Targets {
             memory_per_camera_mb: 500.0,
             frame_add_avg_ms: 10.0,
             frame_add_max_ms: 33.0,
+            household_match_p99_ms: 50.0,
         }
     }
 }
@@ -167,6 +172,42 @@ impl Default for Storage {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HouseholdSection {
+    /// Cosine similarity at or above which a person is named as a member.
+    pub match_threshold: f32,
+    /// At or above this (and below match_threshold) the outcome is "uncertain": similar
+    /// to a member, not called by their name.
+    pub unknown_threshold: f32,
+    /// Cosine similarity at or above which a vehicle's visual embedding matches.
+    pub vehicle_visual_threshold: f32,
+    /// Most edits (after folding OCR confusions) a fuzzy plate match allows.
+    pub plate_max_distance: u32,
+    /// Plates shorter than this only match exactly.
+    pub plate_fuzzy_min_len: u32,
+    /// Local time for member schedules, minutes east of UTC (no DST rules applied).
+    pub utc_offset_minutes: i32,
+    /// Size of the gallery the self-test generates when nobody is enrolled.
+    pub selftest_members: u32,
+    pub selftest_dim: u32,
+}
+
+impl Default for HouseholdSection {
+    fn default() -> Self {
+        Self {
+            match_threshold: 0.85,
+            unknown_threshold: 0.70,
+            vehicle_visual_threshold: 0.90,
+            plate_max_distance: 1,
+            plate_fuzzy_min_len: 4,
+            utc_offset_minutes: 0,
+            selftest_members: 500,
+            selftest_dim: 512,
         }
     }
 }
@@ -316,6 +357,45 @@ impl Config {
         p.positive("targets.memory_per_camera_mb", t.memory_per_camera_mb);
         p.positive("targets.frame_add_avg_ms", t.frame_add_avg_ms);
         p.positive("targets.frame_add_max_ms", t.frame_add_max_ms);
+        p.positive("targets.household_match_p99_ms", t.household_match_p99_ms);
+
+        let h = &self.household;
+        let unit = |v: f32| v.is_finite() && (-1.0..=1.0).contains(&v);
+        p.check(
+            "household.match_threshold",
+            unit(h.match_threshold),
+            "must be a cosine similarity in [-1, 1]",
+        );
+        p.check(
+            "household.unknown_threshold",
+            unit(h.unknown_threshold) && h.unknown_threshold <= h.match_threshold,
+            "must be in [-1, 1] and <= household.match_threshold",
+        );
+        p.check(
+            "household.vehicle_visual_threshold",
+            unit(h.vehicle_visual_threshold),
+            "must be a cosine similarity in [-1, 1]",
+        );
+        p.check(
+            "household.plate_max_distance",
+            h.plate_max_distance <= 3,
+            "must be 0-3",
+        );
+        p.check(
+            "household.utc_offset_minutes",
+            (-14 * 60..=14 * 60).contains(&h.utc_offset_minutes),
+            "must be within +-840 minutes",
+        );
+        p.check(
+            "household.selftest_members",
+            (1..=1_000_000).contains(&h.selftest_members),
+            "must be 1-1000000",
+        );
+        p.check(
+            "household.selftest_dim",
+            (1..=8192).contains(&h.selftest_dim),
+            "must be 1-8192",
+        );
 
         let s = &self.selftest;
         p.check(

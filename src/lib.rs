@@ -9,11 +9,13 @@
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod household;
 pub mod memory;
 pub mod pipeline;
 pub mod ring;
 pub mod selftest;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 
 // jemalloc everywhere (binary, tests, benches): musl's allocator is slow, and the

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
+use nvr_edge::household::cli::HouseholdCmd;
 use nvr_edge::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -43,6 +44,9 @@ enum Cmd {
     Run,
     /// Parse and validate a config file; print what is wrong, by key.
     CheckConfig { path: PathBuf },
+    /// Household members and vehicles (database in storage.data_dir).
+    #[command(subcommand)]
+    Household(HouseholdCmd),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,18 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     telemetry::init(&cfg.log.filter, cli.log_format);
+    if let Some(Cmd::Household(cmd)) = &cli.cmd {
+        return match nvr_edge::household::cli::run(cmd, &cfg) {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     let clock = Arc::new(SystemClock);
     let outcome = match (&cli.cmd, cli.self_test) {
         (None, true) => self_test(&cfg, &cli, clock),
@@ -110,15 +126,18 @@ fn config_error(e: &nvr_edge::config::ConfigError) -> ExitCode {
                 eprintln!("  {p}");
             }
         }
-        other => {
-            let mut msg = other.to_string();
-            let mut cause = std::error::Error::source(other);
-            while let Some(c) = cause {
-                msg = format!("{msg}: {c}");
-                cause = c.source();
-            }
-            eprintln!("error: {msg}");
-        }
+        other => eprintln!("error: {}", error_chain(other)),
     }
     ExitCode::from(2)
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    msg
 }

@@ -1,0 +1,88 @@
+//! Embedding vectors at the edges: the database blob format (f32 little-endian), files
+//! given on the command line (raw f32 or NumPy `.npy`), and seeded random galleries for
+//! tests, benchmarks and the self-test.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+
+/// Little-endian f32 bytes, the blob format of every embedding column.
+pub fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Inverse of [`to_blob`]; a trailing partial value is ignored (callers check lengths).
+pub fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorFileError {
+    #[error("{path}: {message}")]
+    Bad { path: String, message: String },
+}
+
+/// Read an embedding from a `.npy` file (float32 or float64, one row) or from raw
+/// little-endian f32 (any other name).
+pub fn read_vector_file(path: &Path) -> Result<Vec<f32>, VectorFileError> {
+    let bad = |message: String| VectorFileError::Bad {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let is_npy = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if is_npy {
+        let npy =
+            npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a .npy file: {e}")))?;
+        let shape = npy.shape().to_vec();
+        let rows: u64 = shape.iter().rev().skip(1).product();
+        if shape.is_empty() || rows != 1 {
+            return Err(bad(format!("expected one vector, found shape {shape:?}")));
+        }
+        let descr = npy.dtype().descr();
+        let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+        let v: Vec<f32> = match descr {
+            "<f4" => npy.into_vec::<f32>().map_err(|e| bad(e.to_string()))?,
+            "<f8" => npy
+                .into_vec::<f64>()
+                .map_err(|e| bad(e.to_string()))?
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+            other => return Err(bad(format!("dtype {other} is not float32 or float64"))),
+        };
+        Ok(v)
+    } else {
+        if bytes.is_empty() || bytes.len() % 4 != 0 {
+            return Err(bad(format!(
+                "{} bytes is not a whole number of little-endian f32 values",
+                bytes.len()
+            )));
+        }
+        Ok(from_blob(&bytes))
+    }
+}
+
+/// `n` seeded random unit vectors of `dim` dimensions, row-major.
+pub fn random_unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v: Vec<f32> = (0..n * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    for row in v.chunks_exact_mut(dim) {
+        nvr_linalg::normalize(row);
+    }
+    v
+}
+
+/// `base` plus seeded uniform noise of amplitude `noise` per component.
+pub fn perturbed(base: &[f32], noise: f32, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    base.iter()
+        .map(|x| x + rng.random_range(-noise..=noise))
+        .collect()
+}
