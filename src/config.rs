@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::inference::{Category, WhenFull};
 use crate::ring::RingConfig;
 
 /// The configuration used when no `--config` is given.
@@ -74,6 +75,8 @@ pub struct Config {
     #[serde(default)]
     pub household: HouseholdSection,
     #[serde(default)]
+    pub xclip: XclipSection,
+    #[serde(default)]
     pub log: LogSection,
     /// The cameras, in the order they are started and reported.
     #[serde(default)]
@@ -125,6 +128,10 @@ pub struct Targets {
     pub frame_add_max_ms: f64,
     /// 99th percentile of one household match (probe against the whole gallery).
     pub household_match_p99_ms: f64,
+    /// 99th percentile of one X-CLIP clip (preprocessing + video graph).
+    pub xclip_clip_p99_ms: f64,
+    /// Clips per second over a burst of 20 through the inference service.
+    pub xclip_clips_per_sec: f64,
 }
 
 impl Default for Targets {
@@ -136,6 +143,8 @@ impl Default for Targets {
             frame_add_avg_ms: 10.0,
             frame_add_max_ms: 33.0,
             household_match_p99_ms: 50.0,
+            xclip_clip_p99_ms: 2000.0,
+            xclip_clips_per_sec: 10.0,
         }
     }
 }
@@ -210,6 +219,53 @@ impl Default for HouseholdSection {
             selftest_dim: 512,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct XclipSection {
+    /// Directory with xclip_text.onnx, xclip_video.onnx and manifest.json; unset: the tiny
+    /// random-weight placeholder built into the binary.
+    pub models_dir: Option<PathBuf>,
+    /// Inference worker threads (one clip each at a time).
+    pub workers: u32,
+    /// Clips waiting for a worker, at most.
+    pub queue: u32,
+    pub when_full: WhenFull,
+    /// Best prompts listed in each result.
+    pub top_k: u32,
+    /// Threads one worker's matrix products may use.
+    pub threads: u32,
+    pub categories: Vec<Category>,
+}
+
+impl Default for XclipSection {
+    fn default() -> Self {
+        Self {
+            models_dir: None,
+            workers: 1,
+            queue: 4,
+            when_full: WhenFull::ReplaceOldest,
+            top_k: 3,
+            threads: 1,
+            categories: default_categories(),
+        }
+    }
+}
+
+/// The categories of the embedded default config: the product's default prompts.
+pub fn default_categories() -> Vec<Category> {
+    #[derive(Deserialize)]
+    struct Doc {
+        xclip: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        categories: Vec<Category>,
+    }
+    toml::from_str::<Doc>(EMBEDDED_DEFAULT)
+        .map(|d| d.xclip.categories)
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -358,6 +414,61 @@ impl Config {
         p.positive("targets.frame_add_avg_ms", t.frame_add_avg_ms);
         p.positive("targets.frame_add_max_ms", t.frame_add_max_ms);
         p.positive("targets.household_match_p99_ms", t.household_match_p99_ms);
+        p.positive("targets.xclip_clip_p99_ms", t.xclip_clip_p99_ms);
+        p.positive("targets.xclip_clips_per_sec", t.xclip_clips_per_sec);
+
+        let x = &self.xclip;
+        p.check(
+            "xclip.workers",
+            (1..=16).contains(&x.workers),
+            "must be 1-16",
+        );
+        p.check("xclip.queue", (1..=256).contains(&x.queue), "must be 1-256");
+        p.check("xclip.top_k", x.top_k >= 1, "must be >= 1");
+        p.check(
+            "xclip.threads",
+            (1..=64).contains(&x.threads),
+            "must be 1-64",
+        );
+        p.check(
+            "xclip.categories",
+            !x.categories.is_empty(),
+            "needs at least one category",
+        );
+        let mut names = HashSet::new();
+        let mut all_prompts = HashSet::new();
+        for (i, c) in x.categories.iter().enumerate() {
+            let at = format!("xclip.categories[{i}]");
+            p.check(
+                &format!("{at}.name"),
+                !c.name.trim().is_empty(),
+                "must not be empty",
+            );
+            if !names.insert(c.name.as_str()) {
+                p.push(
+                    format!("{at}.name"),
+                    format!("duplicate category {:?}", c.name),
+                );
+            }
+            p.check(
+                &format!("{at}.threshold"),
+                c.threshold.is_finite() && (0.0..=1.0).contains(&c.threshold),
+                "must be a probability in [0, 1]",
+            );
+            p.check(
+                &format!("{at}.prompts"),
+                !c.prompts.is_empty(),
+                "needs at least one prompt",
+            );
+            for (j, prompt) in c.prompts.iter().enumerate() {
+                let key = format!("{at}.prompts[{j}]");
+                if prompt.trim().is_empty() || prompt.len() > 300 {
+                    p.push(key, "must be 1-300 bytes of text");
+                } else if !all_prompts.insert(prompt.as_str()) {
+                    p.push(key, format!("prompt {prompt:?} appears twice"));
+                }
+            }
+        }
 
         let h = &self.household;
         let unit = |v: f32| v.is_finite() && (-1.0..=1.0).contains(&v);

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod household;
+pub mod inference;
 pub mod memory;
 pub mod pipeline;
 pub mod ring;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
 use nvr_edge::household::cli::HouseholdCmd;
+use nvr_edge::inference::cli::ClassifyArgs;
 use nvr_edge::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -47,6 +48,8 @@ enum Cmd {
     /// Household members and vehicles (database in storage.data_dir).
     #[command(subcommand)]
     Household(HouseholdCmd),
+    /// Classify JPEG frames with X-CLIP; prints the result (raw logits included) as JSON.
+    Classify(ClassifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,18 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     telemetry::init(&cfg.log.filter, cli.log_format);
+    if let Some(Cmd::Classify(args)) = &cli.cmd {
+        return match nvr_edge::inference::cli::run(args, &cfg) {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     if let Some(Cmd::Household(cmd)) = &cli.cmd {
         return match nvr_edge::household::cli::run(cmd, &cfg) {
             Ok(v) => {

@@ -12,11 +12,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::capture::open_source;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::household::{vectors, GallerySet, Household, Matrix};
+use crate::inference::text_cache::prompt_embeddings;
+use crate::inference::{
+    ClipRequest, ClipTokenizer, ModelInfo, PromptSet, ServiceConfig, WhenFull, XclipModel,
+    XclipService,
+};
 use crate::memory::{self, Arena, MemoryError, ProcessMemory, MIB};
 use crate::pipeline::{CameraReport, Pipeline, PipelineError};
+use crate::ring::FrameBatch;
 use crate::ring::{FrameFormat, FrameMeta, FrameRing, RingConfig, RingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +117,8 @@ pub struct Report {
     pub seconds: f64,
     pub cameras: Vec<CameraReport>,
     pub process_memory: Option<ProcessMemory>,
+    /// Every model the run loaded; `placeholder` true means its results mean nothing.
+    pub models: Vec<ModelInfo>,
 }
 
 impl Report {
@@ -126,6 +135,7 @@ impl Report {
             seconds,
             cameras,
             process_memory: memory::process_memory().ok(),
+            models: Vec::new(),
         }
     }
 
@@ -143,15 +153,18 @@ impl Report {
             self.cameras.len(),
             self.seconds
         );
+        for m in &self.models {
+            let _ = writeln!(s, "model: {}", m.describe());
+        }
         let _ = writeln!(
             s,
-            "{:<22} {:<8} {:>14} {:>16}  RESULT",
+            "{:<24} {:<8} {:>14} {:>16}  RESULT",
             "CHECK", "CAMERA", "MEASURED", "TARGET"
         );
         for c in &self.checks {
             let _ = writeln!(
                 s,
-                "{:<22} {:<8} {:>14} {:>16}  {}",
+                "{:<24} {:<8} {:>14} {:>16}  {}",
                 c.name,
                 c.camera.as_deref().unwrap_or("-"),
                 format!("{} {}", fmt_num(c.measured), c.unit),
@@ -205,6 +218,8 @@ fn fmt_num(v: f64) -> String {
 pub fn run(cfg: &Config, seconds: f64, clock: Arc<dyn Clock>) -> Result<Report, SelfTestError> {
     let mut checks = ring_stress(cfg)?;
     checks.extend(household_checks(cfg, clock.clone()));
+    let (xclip, models) = xclip_checks(cfg, &*clock);
+    checks.extend(xclip);
     let mut pipeline = Pipeline::start(cfg, clock.clone())?;
     clock.sleep(Duration::from_secs_f64(seconds));
     let cameras = pipeline.reports();
@@ -212,7 +227,9 @@ pub fn run(cfg: &Config, seconds: f64, clock: Arc<dyn Clock>) -> Result<Report, 
     for cam in &cameras {
         checks.extend(camera_checks(cfg, cam));
     }
-    Ok(Report::from_checks(checks, seconds, cameras))
+    let mut report = Report::from_checks(checks, seconds, cameras);
+    report.models = models;
+    Ok(report)
 }
 
 fn camera_checks(cfg: &Config, cam: &CameraReport) -> Vec<Check> {
@@ -398,6 +415,213 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
         )),
     );
     checks
+}
+
+/// X-CLIP: the model loads (and says whether its weights are real), clip latency, burst
+/// throughput, and ten concurrent clips that must each get exactly their own result.
+fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>) {
+    let t = &cfg.targets;
+    let x = &cfg.xclip;
+    let fail = |name: &str, detail: String| {
+        Check::new(name, None, f64::NAN, Op::AtMost, 0.0, "errors").detail(detail)
+    };
+    let model = match XclipModel::load(x.models_dir.as_deref()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => return (vec![fail("xclip_model", error_chain(&e))], Vec::new()),
+    };
+    let info = model.info.clone();
+    let mut checks = vec![
+        Check::new("xclip_model", None, 1.0, Op::AtLeast, 1.0, "loaded").detail(info.describe()),
+    ];
+    let prompts = PromptSet::new(x.categories.clone());
+    let conn = crate::store::open_in(&cfg.storage.data_dir).ok();
+    let now = clock.wall_us() / 1_000_000;
+    let t0 = Instant::now();
+    let embeds = match prompt_embeddings(
+        &model,
+        &ClipTokenizer::new(),
+        &prompts.prompts,
+        conn.as_ref(),
+        now,
+    ) {
+        Ok((e, st)) => {
+            checks.push(
+                Check::new(
+                    "xclip_text_embeddings",
+                    None,
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    Op::AtMost,
+                    t.xclip_clip_p99_ms.max(1000.0) * 10.0,
+                    "ms",
+                )
+                .detail(format!(
+                    "{} prompts: {} from the cache, {} computed{}",
+                    prompts.len(),
+                    st.cached,
+                    st.computed,
+                    if conn.is_none() {
+                        " (no database: not cached)"
+                    } else {
+                        ""
+                    }
+                )),
+            );
+            Arc::new(e)
+        }
+        Err(e) => {
+            checks.push(fail("xclip_text_embeddings", error_chain(&e)));
+            return (checks, vec![info]);
+        }
+    };
+    // Clips from the synthetic camera: real JPEG frames of the default size.
+    let clips = match synthetic_clips(cfg, 12, model.manifest.num_frames) {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(fail("xclip_clip_p99", e));
+            return (checks, vec![info]);
+        }
+    };
+    let prompts = Arc::new(prompts);
+    let service = |queue: usize| {
+        XclipService::start(
+            model.clone(),
+            prompts.clone(),
+            embeds.clone(),
+            ServiceConfig {
+                workers: x.workers as usize,
+                queue,
+                when_full: WhenFull::Refuse,
+                top_k: x.top_k as usize,
+                threads: x.threads as usize,
+            },
+        )
+    };
+    let svc = match service(32) {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(fail("xclip_clip_p99", error_chain(&e)));
+            return (checks, vec![info]);
+        }
+    };
+    // Sequential: latency, and each clip's reference result.
+    let mut lat = Vec::new();
+    let mut reference = Vec::new();
+    let mut errors = 0usize;
+    for (i, c) in clips.iter().enumerate() {
+        match svc.classify(ClipRequest {
+            camera: format!("st{i}"),
+            frames: c.clone(),
+        }) {
+            Ok(r) => {
+                lat.push(r.latency_ms);
+                reference.push(Some(r.classification.all_scores));
+            }
+            Err(_) => {
+                errors += 1;
+                reference.push(None);
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let p = |q: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    checks.push(
+        Check::new(
+            "xclip_clip_p99",
+            None,
+            p(0.99),
+            Op::AtMost,
+            t.xclip_clip_p99_ms,
+            "ms",
+        )
+        .detail(format!(
+            "{} clips of {} frames, p50 {:.1} ms, {} errors",
+            clips.len(),
+            model.manifest.num_frames,
+            p(0.5),
+            errors
+        )),
+    );
+    // Burst of 20, all submitted at once; throughput from first submission to last result.
+    let start = Instant::now();
+    let tickets: Vec<_> = (0..20)
+        .map(|i| {
+            svc.submit(ClipRequest {
+                camera: format!("burst{i}"),
+                frames: clips[i % clips.len()].clone(),
+            })
+        })
+        .collect();
+    let done = tickets
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|t| t.wait())
+        .filter(Result::is_ok)
+        .count();
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    checks.push(
+        Check::new(
+            "xclip_clips_per_sec",
+            None,
+            rate,
+            Op::AtLeast,
+            t.xclip_clips_per_sec,
+            "clips/s",
+        )
+        .detail(format!(
+            "burst of 20: {done} completed, {} workers",
+            x.workers
+        )),
+    );
+    // Ten concurrent distinct clips: no errors, each result identical to its sequential one.
+    let tickets: Vec<_> = (0..10)
+        .map(|i| {
+            svc.submit(ClipRequest {
+                camera: format!("st{i}"),
+                frames: clips[i].clone(),
+            })
+        })
+        .collect();
+    let mut bad = 0;
+    for (i, tk) in tickets.into_iter().enumerate() {
+        match tk.and_then(|t| t.wait()) {
+            Ok(r) if reference[i].as_ref() == Some(&r.classification.all_scores) => {}
+            _ => bad += 1,
+        }
+    }
+    checks.push(
+        Check::new("xclip_concurrent_errors", None, bad as f64, Op::AtMost, 0.0, "errors")
+            .detail("10 concurrent distinct clips: an error or a result that differs from the same clip run alone"),
+    );
+    (checks, vec![info])
+}
+
+/// `n` clips of `t` frames each from a synthetic camera with the first camera's size.
+fn synthetic_clips(cfg: &Config, n: usize, t: usize) -> Result<Vec<FrameBatch>, String> {
+    let mut cam = cfg.cameras.first().cloned().unwrap_or_else(|| {
+        Config::embedded()
+            .map(|c| c.cameras[0].clone())
+            .expect("embedded config is valid")
+    });
+    cam.source = crate::config::SourceKind::Synthetic;
+    cam.device = None;
+    cam.path = None;
+    let mut src =
+        open_source(&cam, Arc::new(crate::clock::SystemClock), false).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut b = FrameBatch::default();
+        for _ in 0..t {
+            let c = src.next_frame(&mut buf).map_err(|e| e.to_string())?;
+            b.push(c.meta, &buf);
+        }
+        out.push(b);
+    }
+    Ok(out)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -14,6 +14,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_household.sql"),
     include_str!("migrations/0002_vehicles.sql"),
+    include_str!("migrations/0003_text_embeddings.sql"),
 ];
 
 /// Schema version this build writes.

@@ -1,0 +1,227 @@
+//! X-CLIP speed and memory: `cargo bench --bench xclip`.
+//!
+//! Prints, for the committed tiny model and (when `NVR_XCLIP_FULL` names a directory made
+//! by models/export_xclip.py) a full-size export:
+//! - video-graph latency p50/p99 at 1 and 2 threads, and onnxruntime's on the same graph
+//!   and inputs when `NVR_ORT_PYTHON` names a python with onnxruntime (benches/ort_peer.py),
+//!   with the tract/ORT ratio (goal <= 1.0);
+//! - memory of the loaded model (jemalloc bytes) against its weight bytes (goal <= 1.2x);
+//! - for the tiny model, whole-clip latency (8 JPEG frames preprocessed + graph) and a
+//!   burst of 20 through the service (the spec: > 10 clips/s).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use nvr_edge::capture::open_source;
+use nvr_edge::clock::SystemClock;
+use nvr_edge::config::Config;
+use nvr_edge::inference::text_cache::prompt_embeddings;
+use nvr_edge::inference::{
+    ClipRequest, ClipTokenizer, PromptSet, ServiceConfig, WhenFull, XclipModel, XclipService,
+};
+use nvr_edge::memory::process_memory;
+use nvr_edge::ring::FrameBatch;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+
+const PROMPTS: usize = 19;
+
+fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
+    (1..=n as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / 16_777_216.0 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn pct(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.99))
+}
+
+fn ort_peer(dir: &Path, threads: usize, iters: usize) -> Option<(f64, f64)> {
+    let python = std::env::var("NVR_ORT_PYTHON").ok()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ort_peer.py");
+    let out = Command::new(python)
+        .args([
+            script,
+            dir.to_str()?,
+            &threads.to_string(),
+            &iters.to_string(),
+            &PROMPTS.to_string(),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    Some((it.next()?.ok()?, it.next()?.ok()?))
+}
+
+fn graph_table(label: &str, dir: &Path, iters: usize) {
+    let before = process_memory().map(|m| m.allocated).unwrap_or(0);
+    let model = XclipModel::load(Some(dir)).expect("model loads");
+    let after = process_memory().map(|m| m.allocated).unwrap_or(0);
+    let weights = std::fs::metadata(dir.join("xclip_video.onnx"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + std::fs::metadata(dir.join("xclip_text.onnx"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    let mem = after.saturating_sub(before);
+    println!(
+        "{label}: {} ({}); loaded text+video graphs: {:.1} MiB jemalloc for {:.1} MiB of ONNX = {:.2}x (goal <= 1.2x: {})",
+        model.info.name,
+        model.info.weights,
+        mem as f64 / 1048576.0,
+        weights as f64 / 1048576.0,
+        mem as f64 / weights.max(1) as f64,
+        if mem as f64 <= 1.2 * weights as f64 { "met" } else { "MISSED" }
+    );
+    let m = &model.manifest;
+    let px = seeded_values(1234, m.num_frames * 3 * m.image_size * m.image_size);
+    let te: Vec<f32> = seeded_values(99, PROMPTS * m.embed_dim)
+        .iter()
+        .map(|x| x * 0.1)
+        .collect();
+    for threads in [1usize, 2] {
+        let exec = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
+        let run = || {
+            multithread_tract_scope(exec.clone(), || {
+                let t = Instant::now();
+                model.logits(&px, &te).expect("runs");
+                t.elapsed().as_secs_f64() * 1e3
+            })
+        };
+        run();
+        let lat: Vec<f64> = (0..iters).map(|_| run()).collect();
+        let (p50, p99) = pct(lat);
+        let peer = ort_peer(dir, threads, iters);
+        let (o50, ratio) = match peer {
+            Some((a, _)) => (format!("{a:.2}"), format!("{:.2}", p50 / a)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "  video graph, {threads} thread(s): tract p50 {p50:.2} ms, p99 {p99:.2} ms; onnxruntime p50 {o50} ms; tract/ORT {ratio}{}",
+            match peer {
+                Some((a, _)) if p50 <= a => " (goal <= 1.0: met)",
+                Some(_) => " (goal <= 1.0: MISSED)",
+                None => "",
+            }
+        );
+    }
+}
+
+fn clips(n: usize, t: usize) -> Vec<FrameBatch> {
+    let cfg = Config::embedded().unwrap();
+    let mut src = open_source(&cfg.cameras[0], Arc::new(SystemClock), false).unwrap();
+    let mut buf = Vec::new();
+    (0..n)
+        .map(|_| {
+            let mut b = FrameBatch::default();
+            for _ in 0..t {
+                let c = src.next_frame(&mut buf).unwrap();
+                b.push(c.meta, &buf);
+            }
+            b
+        })
+        .collect()
+}
+
+fn service_table() {
+    let cfg = Config::embedded().unwrap();
+    let model = Arc::new(XclipModel::load(None).unwrap());
+    let prompts = PromptSet::new(cfg.xclip.categories.clone());
+    let t0 = Instant::now();
+    let (e, _) =
+        prompt_embeddings(&model, &ClipTokenizer::new(), &prompts.prompts, None, 0).unwrap();
+    println!(
+        "tiny model: {} prompt text embeddings computed in {:.1} ms (cached in SQLite after the first start)",
+        prompts.len(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let (prompts, e) = (Arc::new(prompts), Arc::new(e));
+    let cl = clips(20, model.manifest.num_frames);
+    for workers in [1usize, 2] {
+        let svc = XclipService::start(
+            model.clone(),
+            prompts.clone(),
+            e.clone(),
+            ServiceConfig {
+                workers,
+                queue: 20,
+                when_full: WhenFull::Refuse,
+                top_k: 3,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        let lat: Vec<f64> = cl
+            .iter()
+            .map(|c| {
+                svc.classify(ClipRequest {
+                    camera: "b".into(),
+                    frames: c.clone(),
+                })
+                .unwrap()
+                .latency_ms
+            })
+            .collect();
+        let (p50, p99) = pct(lat);
+        let t = Instant::now();
+        let tickets: Vec<_> = cl
+            .iter()
+            .map(|c| {
+                svc.submit(ClipRequest {
+                    camera: "b".into(),
+                    frames: c.clone(),
+                })
+                .unwrap()
+            })
+            .collect();
+        for tk in tickets {
+            tk.wait().unwrap();
+        }
+        let rate = 20.0 / t.elapsed().as_secs_f64();
+        println!(
+            "tiny model, {workers} worker(s): clip (8 x 640x480 JPEG + graph) p50 {p50:.1} ms, p99 {p99:.1} ms; burst of 20: {rate:.1} clips/s (spec > 10: {})",
+            if rate > 10.0 { "met" } else { "MISSED" }
+        );
+    }
+}
+
+fn bench_xclip(c: &mut Criterion) {
+    service_table();
+    let tiny = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/xclip-tiny"));
+    graph_table("committed tiny model", &tiny, 50);
+    match std::env::var("NVR_XCLIP_FULL") {
+        Ok(dir) => graph_table("full-size export", Path::new(&dir), 10),
+        Err(_) => println!(
+            "(set NVR_XCLIP_FULL to a directory from `models/export_xclip.py --config base-patch32` for full-size figures)"
+        ),
+    }
+    let model = XclipModel::load(Some(&tiny)).unwrap();
+    let m = &model.manifest;
+    let px = seeded_values(1234, m.num_frames * 3 * m.image_size * m.image_size);
+    let te = seeded_values(99, PROMPTS * m.embed_dim);
+    c.bench_function("xclip_tiny_video_graph", |b| {
+        b.iter(|| model.logits(&px, &te).unwrap())
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    targets = bench_xclip
+}
+criterion_main!(benches);

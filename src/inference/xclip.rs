@@ -1,0 +1,340 @@
+//! Loading and running the two X-CLIP graphs with tract.
+//!
+//! A model directory holds `xclip_text.onnx`, `xclip_video.onnx` and `manifest.json`
+//! (written by `models/export_xclip.py`). Without a directory, the tiny random-weight model
+//! compiled into the binary is used: a placeholder that runs the real graphs end to end
+//! but recognises nothing, and says so wherever it is reported.
+//!
+//! Loading checks each graph's input names, element types and shapes against the contract
+//! (see `docs/architecture.md`) and names the file and the expectation when they differ,
+//! so a wrong export fails at start with a sentence, not mid-run with a shape panic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tract_onnx::prelude::*;
+
+use super::preprocess::PreprocessParams;
+use super::tokenizer::{Encoded, CONTEXT};
+use super::XclipError;
+
+const TEXT_FILE: &str = "xclip_text.onnx";
+const VIDEO_FILE: &str = "xclip_video.onnx";
+const MANIFEST_FILE: &str = "manifest.json";
+
+const BUILTIN_TEXT: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_text.onnx");
+const BUILTIN_VIDEO: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_video.onnx");
+const BUILTIN_MANIFEST: &str = include_str!("../../models/xclip-tiny/manifest.json");
+
+/// What `models/export_xclip.py` records about a model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    /// `random` or `real`.
+    pub weights: String,
+    #[serde(default)]
+    pub weights_source: String,
+    #[serde(default)]
+    pub source: String,
+    pub num_frames: usize,
+    pub image_size: usize,
+    pub context_length: usize,
+    pub embed_dim: usize,
+    #[serde(default)]
+    pub vocabulary: String,
+    pub preprocess: PreprocessParams,
+}
+
+/// How a loaded model is described in reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    /// `built-in` or the directory it was loaded from.
+    pub source: String,
+    pub weights: String,
+    /// True unless the weights are real: results mean nothing.
+    pub placeholder: bool,
+    /// sha256 of the text and video graphs, hex; keys the text-embedding cache.
+    pub text_sha256: String,
+    pub video_sha256: String,
+    pub num_frames: usize,
+    pub embed_dim: usize,
+}
+
+impl ModelInfo {
+    /// One line for tables and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}), {} weights{}",
+            self.name,
+            self.source,
+            self.weights,
+            if self.placeholder {
+                " - PLACEHOLDER, recognises nothing"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// Both graphs, optimised and ready; shareable across worker threads.
+pub struct XclipModel {
+    pub info: ModelInfo,
+    pub manifest: Manifest,
+    text: Plan,
+    video: Plan,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn load_err(path: &str, message: impl Into<String>) -> XclipError {
+    XclipError::Load {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Expected input: name, element type, and shape where `None` is a free (symbolic) size.
+struct Expect {
+    name: &'static str,
+    dt: DatumType,
+    shape: Vec<Option<i64>>,
+}
+
+fn describe_shape(shape: &[Option<i64>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or("N".to_string(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", dims.join(","))
+}
+
+fn build(path: &str, bytes: &[u8], expect: &[Expect], outputs: usize) -> Result<Plan, XclipError> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
+    let typed = model
+        .into_typed()
+        .map_err(|e| load_err(path, format!("cannot type the graph: {e:#}")))?;
+    if typed.inputs.len() != expect.len() {
+        return Err(load_err(
+            path,
+            format!(
+                "has {} inputs; expected {} ({})",
+                typed.inputs.len(),
+                expect.len(),
+                expect.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for (i, e) in expect.iter().enumerate() {
+        let name = &typed.node(typed.inputs[i].node).name;
+        let fact = typed
+            .input_fact(i)
+            .map_err(|err| load_err(path, err.to_string()))?;
+        let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
+        let shape_ok = dims.len() == e.shape.len()
+            && dims
+                .iter()
+                .zip(&e.shape)
+                .all(|(got, want)| want.is_none() || got == want);
+        if name != e.name || fact.datum_type != e.dt || !shape_ok {
+            return Err(load_err(
+                path,
+                format!(
+                    "input {i} is {name:?} {:?} {}; expected {:?} {:?} {}",
+                    fact.datum_type,
+                    describe_shape(&dims),
+                    e.name,
+                    e.dt,
+                    describe_shape(&e.shape)
+                ),
+            ));
+        }
+    }
+    if typed.outputs.len() != outputs {
+        return Err(load_err(
+            path,
+            format!("has {} outputs; expected {outputs}", typed.outputs.len()),
+        ));
+    }
+    typed
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
+}
+
+impl XclipModel {
+    /// Load from `dir`, or the built-in placeholder when `None`.
+    pub fn load(dir: Option<&Path>) -> Result<Self, XclipError> {
+        match dir {
+            None => Self::from_parts(
+                "built-in",
+                BUILTIN_MANIFEST,
+                ("built-in xclip_text.onnx", BUILTIN_TEXT),
+                ("built-in xclip_video.onnx", BUILTIN_VIDEO),
+            ),
+            Some(dir) => {
+                let read = |file: &str| -> Result<(String, Vec<u8>), XclipError> {
+                    let p: PathBuf = dir.join(file);
+                    let shown = p.display().to_string();
+                    std::fs::read(&p)
+                        .map(|b| (shown.clone(), b))
+                        .map_err(|e| load_err(&shown, e.to_string()))
+                };
+                let (mpath, mbytes) = read(MANIFEST_FILE)?;
+                let manifest =
+                    String::from_utf8(mbytes).map_err(|_| load_err(&mpath, "not UTF-8 text"))?;
+                let (tp, tb) = read(TEXT_FILE)?;
+                let (vp, vb) = read(VIDEO_FILE)?;
+                Self::from_parts(
+                    &dir.display().to_string(),
+                    &manifest,
+                    (&tp, &tb),
+                    (&vp, &vb),
+                )
+            }
+        }
+    }
+
+    fn from_parts(
+        source: &str,
+        manifest_text: &str,
+        (text_path, text_bytes): (&str, &[u8]),
+        (video_path, video_bytes): (&str, &[u8]),
+    ) -> Result<Self, XclipError> {
+        let manifest: Manifest =
+            serde_json::from_str(manifest_text).map_err(|e| XclipError::Manifest {
+                path: format!("{source}/{MANIFEST_FILE}"),
+                message: e.to_string(),
+            })?;
+        if manifest.context_length != CONTEXT {
+            return Err(XclipError::Manifest {
+                path: format!("{source}/{MANIFEST_FILE}"),
+                message: format!(
+                    "context_length {} (expected {CONTEXT})",
+                    manifest.context_length
+                ),
+            });
+        }
+        let (t, s, d) = (
+            manifest.num_frames as i64,
+            manifest.image_size as i64,
+            manifest.embed_dim as i64,
+        );
+        let text = build(
+            text_path,
+            text_bytes,
+            &[
+                Expect {
+                    name: "input_ids",
+                    dt: i64::datum_type(),
+                    shape: vec![None, Some(CONTEXT as i64)],
+                },
+                Expect {
+                    name: "attention_mask",
+                    dt: i64::datum_type(),
+                    shape: vec![None, Some(CONTEXT as i64)],
+                },
+            ],
+            1,
+        )?;
+        let video = build(
+            video_path,
+            video_bytes,
+            &[
+                Expect {
+                    name: "pixel_values",
+                    dt: f32::datum_type(),
+                    shape: vec![Some(1), Some(t), Some(3), Some(s), Some(s)],
+                },
+                Expect {
+                    name: "text_embeds",
+                    dt: f32::datum_type(),
+                    shape: vec![None, Some(d)],
+                },
+            ],
+            1,
+        )?;
+        Ok(Self {
+            info: ModelInfo {
+                name: manifest.name.clone(),
+                source: source.to_string(),
+                weights: manifest.weights.clone(),
+                placeholder: manifest.weights != "real",
+                text_sha256: sha256_hex(text_bytes),
+                video_sha256: sha256_hex(video_bytes),
+                num_frames: manifest.num_frames,
+                embed_dim: manifest.embed_dim,
+            },
+            manifest,
+            text,
+            video,
+        })
+    }
+
+    /// Text embeddings [P, D] for tokenized prompts.
+    pub fn text_embeddings(&self, enc: &Encoded) -> Result<Vec<f32>, XclipError> {
+        let shape = [enc.prompts, CONTEXT];
+        let run = || -> TractResult<Vec<f32>> {
+            let ids = Tensor::from_shape(&shape, &enc.input_ids)?;
+            let mask = Tensor::from_shape(&shape, &enc.attention_mask)?;
+            let out = self
+                .text
+                .run(tvec!(ids.into_tvalue(), mask.into_tvalue()))?;
+            Ok(out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        let v = run().map_err(|e| XclipError::Run(format!("text graph: {e:#}")))?;
+        if v.len() != enc.prompts * self.manifest.embed_dim {
+            return Err(XclipError::Run(format!(
+                "text graph returned {} values for {} prompts of {} dimensions",
+                v.len(),
+                enc.prompts,
+                self.manifest.embed_dim
+            )));
+        }
+        Ok(v)
+    }
+
+    /// `logits_per_video` [P] for one clip (`pixel_values` = T*3*S*S values).
+    pub fn logits(
+        &self,
+        pixel_values: &[f32],
+        text_embeds: &[f32],
+    ) -> Result<Vec<f32>, XclipError> {
+        let m = &self.manifest;
+        let want = m.num_frames * 3 * m.image_size * m.image_size;
+        if pixel_values.len() != want
+            || text_embeds.is_empty()
+            || text_embeds.len() % m.embed_dim != 0
+        {
+            return Err(XclipError::BadRequest(format!(
+                "pixel_values has {} values (expected {want}), text_embeds {} (a multiple of {})",
+                pixel_values.len(),
+                text_embeds.len(),
+                m.embed_dim
+            )));
+        }
+        let p = text_embeds.len() / m.embed_dim;
+        let run = || -> TractResult<Vec<f32>> {
+            let px = Tensor::from_shape(
+                &[1, m.num_frames, 3, m.image_size, m.image_size],
+                pixel_values,
+            )?;
+            let te = Tensor::from_shape(&[p, m.embed_dim], text_embeds)?;
+            let out = self.video.run(tvec!(px.into_tvalue(), te.into_tvalue()))?;
+            Ok(out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        run().map_err(|e| XclipError::Run(format!("video graph: {e:#}")))
+    }
+}
