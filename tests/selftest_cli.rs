@@ -10,6 +10,10 @@ use serde_json::Value;
 fn self_test(config: &str, extra: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
+    let config = format!(
+        "{config}\n[storage]\ndata_dir = {:?}\n",
+        dir.path().join("data")
+    );
     std::fs::write(&path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
         .arg("--self-test")
@@ -61,6 +65,12 @@ fn json_report_has_the_stable_shape_and_exit_status_follows_the_verdict() {
         "frame_add_avg",
         "frame_add_max",
         "ring_within_budget",
+        "household_db",
+        "household_match_p99",
+        "xclip_model",
+        "xclip_clip_p99",
+        "xclip_clips_per_sec",
+        "xclip_concurrent_errors",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -101,4 +111,39 @@ fn bad_config_exits_2_before_running() {
     let (code, _, stderr) = self_test(&LIGHT.replace("fps = 10\n", "fps = -1\n"), &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cameras[0].fps"), "{stderr}");
+}
+
+#[test]
+fn a_missing_model_fails_its_row_and_the_rest_still_runs() {
+    let cfg = format!("{LIGHT}\n[xclip]\nmodels_dir = \"/nonexistent/xclip\"\n");
+    let (code, stdout, _) = self_test(&cfg, &["--json", "--seconds", "1"]);
+    assert_eq!(code, 1, "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let checks = v["checks"].as_array().unwrap();
+    let model = checks.iter().find(|c| c["name"] == "xclip_model").unwrap();
+    assert_eq!(model["pass"], false);
+    assert!(
+        model["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/xclip"),
+        "{model}"
+    );
+    assert!(
+        checks.iter().any(|c| c["name"] == "camera_fps"),
+        "cameras still measured"
+    );
+}
+
+#[test]
+fn the_placeholder_model_is_reported_as_such() {
+    let (_, stdout, _) = self_test(LIGHT, &["--seconds", "1"]);
+    assert!(
+        stdout.contains("model: xclip-tiny (built-in), random weights - PLACEHOLDER"),
+        "{stdout}"
+    );
+    let (_, json, _) = self_test(LIGHT, &["--json", "--seconds", "1"]);
+    let v: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["models"][0]["placeholder"], true);
+    assert_eq!(v["models"][0]["weights"], "random");
 }
