@@ -26,6 +26,10 @@ struct Cli {
     /// With --self-test: print the report as one JSON object on stdout.
     #[arg(long, requires = "self_test")]
     json: bool,
+    /// With --self-test: also write the JSON report to FILE (replaced atomically), and print
+    /// the table on stdout. The boot unit uses this.
+    #[arg(long, requires = "self_test", value_name = "FILE")]
+    report: Option<PathBuf>,
     /// With --self-test: seconds to run the cameras (default: selftest.seconds).
     #[arg(long, requires = "self_test")]
     seconds: Option<f64>,
@@ -120,8 +124,15 @@ fn self_test(cfg: &Config, cli: &Cli, clock: Arc<SystemClock>) -> anyhow::Result
         return Ok(ExitCode::from(2));
     }
     let report = nvr_edge::selftest::run(cfg, seconds, clock).context("self-test")?;
+    let json = serde_json::to_string(&report)?;
+    if let Some(path) = &cli.report {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, &json)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
     if cli.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report.render_table());
     }

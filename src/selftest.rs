@@ -119,6 +119,30 @@ pub struct Report {
     pub process_memory: Option<ProcessMemory>,
     /// Every model the run loaded; `placeholder` true means its results mean nothing.
     pub models: Vec<ModelInfo>,
+    pub system: SystemInfo,
+}
+
+/// What the report ran on: the first questions of any support call.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemInfo {
+    pub arch: &'static str,
+    pub kernel: String,
+    pub page_size: usize,
+    pub cpus: usize,
+    pub simd_kernel: &'static str,
+}
+
+impl SystemInfo {
+    pub fn current() -> Self {
+        let u = rustix::system::uname();
+        Self {
+            arch: std::env::consts::ARCH,
+            kernel: u.release().to_string_lossy().into_owned(),
+            page_size: rustix::param::page_size(),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            simd_kernel: nvr_linalg::Kernel::best().name(),
+        }
+    }
 }
 
 impl Report {
@@ -136,6 +160,7 @@ impl Report {
             cameras,
             process_memory: memory::process_memory().ok(),
             models: Vec::new(),
+            system: SystemInfo::current(),
         }
     }
 
@@ -153,8 +178,28 @@ impl Report {
             self.cameras.len(),
             self.seconds
         );
+        let sys = &self.system;
+        let _ = writeln!(
+            s,
+            "system: {} {}, {} CPUs, {} KiB pages, SIMD {}",
+            sys.arch,
+            sys.kernel,
+            sys.cpus,
+            sys.page_size / 1024,
+            sys.simd_kernel
+        );
         for m in &self.models {
             let _ = writeln!(s, "model: {}", m.describe());
+        }
+        for c in &self.cameras {
+            let _ = match &c.stats.source {
+                Some(src) => writeln!(
+                    s,
+                    "camera {}: {} {}x{} @ {:.2} fps granted ({})",
+                    c.id, src.driver, src.width, src.height, src.fps, src.detail
+                ),
+                None => writeln!(s, "camera {}: not opened", c.id),
+            };
         }
         let _ = writeln!(
             s,
@@ -266,6 +311,28 @@ fn camera_checks(cfg: &Config, cam: &CameraReport) -> Vec<Check> {
             Op::AtLeast,
             fps_target,
             "fps",
+        )
+        .detail(health.clone()),
+        Check::new(
+            "camera_frames",
+            id,
+            st.frames as f64,
+            Op::AtLeast,
+            1.0,
+            "frames",
+        )
+        .detail(
+            st.source
+                .as_ref()
+                .map_or_else(|| "camera never opened".to_string(), |s| s.detail.clone()),
+        ),
+        Check::new(
+            "camera_reconnects",
+            id,
+            st.reconnects as f64,
+            Op::AtMost,
+            0.0,
+            "reconnects",
         )
         .detail(health.clone()),
         Check::new(

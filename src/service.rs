@@ -26,23 +26,36 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
         .build()?;
     let mut pipeline = Pipeline::start(cfg, clock)?;
     tracing::info!(cameras = pipeline.cameras().len(), "nvr-edge running");
+    // systemd (Type=notify): ready now; watchdog pings from this loop, so a hung control
+    // plane gets the service restarted. Both are no-ops outside systemd.
+    notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let every = Duration::from_secs(cfg.log.summary_interval_secs);
     rt.block_on(async {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 _ = tick.tick() => log_summary(&pipeline),
+                _ = dog.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
                 _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             }
         }
         Ok::<_, std::io::Error>(())
     })?;
+    notify(&[sd_notify::NotifyState::Stopping]);
     pipeline.stop();
     log_summary(&pipeline);
     Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
 }
 
 fn log_summary(pipeline: &Pipeline) {

@@ -60,6 +60,8 @@ fn json_report_has_the_stable_shape_and_exit_status_follows_the_verdict() {
         "ring_stress_add_avg",
         "ring_stress_add_max",
         "camera_fps",
+        "camera_frames",
+        "camera_reconnects",
         "last_frame_age",
         "camera_memory",
         "frame_add_avg",

@@ -12,6 +12,7 @@ mod pacer;
 pub mod replay;
 pub mod stats;
 pub mod synthetic;
+pub mod v4l2;
 pub mod worker;
 
 use std::sync::Arc;
@@ -113,13 +114,6 @@ pub fn open_source(
             cam, clock, paced,
         )?)),
         SourceKind::Replay => Ok(Box::new(replay::ReplaySource::open(cam, clock, paced)?)),
-        SourceKind::V4l2 => Err(SourceError::Unavailable(format!(
-            "camera {}: source \"v4l2\" is not built into this binary yet (device {})",
-            cam.id,
-            cam.device
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        ))),
+        SourceKind::V4l2 => Ok(Box::new(v4l2::V4l2Source::open(cam, clock)?)),
     }
 }

@@ -99,7 +99,10 @@ pub fn run_capture(
                     st.skipped += cap.dropped_before;
                     match pushed {
                         Ok(_) => {
-                            st.record_frame(cap.meta.ts_us, clock.wall_us(), push_ns);
+                            // Liveness and fps count when nvr-edge received the frame; the
+                            // driver's capture timestamp (kept in the ring) can run ahead of
+                            // our clock by a fraction of a frame.
+                            st.record_frame(clock.mono_us(), clock.wall_us(), push_ns);
                             backoff = BACKOFF_START;
                         }
                         Err(e) => {

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Assert on the JSON reports an emulated device printed on its serial console.
+
+usage: check.py CONSOLE_LOG [--vanish]
+"""
+import json
+import re
+import sys
+
+log = open(sys.argv[1], errors="replace").read().replace("\r", "")
+reports = {m.group(1): json.loads(m.group(2)) for m in re.finditer(r"NVR-JSON-BEGIN (\w+)\n(\{.*\})\n", log)}
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+boot = re.search(r"NVR-VM-BOOTED (\S+) (.*)", log)
+check(boot is not None, "the device booted")
+check("selftest" in reports, "the boot self-test printed its JSON report")
+r = reports.get("selftest", {"checks": [], "cameras": [], "system": {}})
+sysinfo = r.get("system", {})
+print(f"     {sysinfo.get('arch')} kernel {sysinfo.get('kernel')}, {sysinfo.get('page_size')} byte pages, SIMD {sysinfo.get('simd_kernel')}")
+want_page = int(sys.argv[sys.argv.index("--page-size") + 1]) if "--page-size" in sys.argv else None
+if want_page:
+    check(sysinfo.get("page_size") == want_page, f"running on {want_page}-byte pages")
+rows = {(c["name"], c["camera"]): c for c in r["checks"]}
+for cam in ("vivid0", "vivid1"):
+    rep = next((c for c in r["cameras"] if c["id"] == cam), None)
+    src = (rep or {}).get("stats", {}).get("source") or {}
+    check(src.get("driver") == "vivid", f"{cam}: opened through V4L2 (driver {src.get('driver')!r}, {src.get('detail')})")
+    granted = src.get("fps") or 0
+    fps = rows.get(("camera_fps", cam), {})
+    check(fps.get("pass") is True,
+          f"{cam}: camera_fps {fps.get('measured')} against {fps.get('target')} (driver granted {granted})")
+    check(abs(fps.get("target", 0) - min(30.0, granted) * 0.98) < 1e-6, f"{cam}: fps target follows the granted rate")
+    check(rows.get(("camera_frames", cam), {}).get("pass") is True, f"{cam}: frames received")
+others = [c for c in r["checks"] if c["camera"] is None and not c["pass"]]
+check(not others, "every device-independent row passes: " + ", ".join(c["name"] for c in others))
+
+if "--vanish" in sys.argv:
+    check("vanish" in reports, "the vanish run printed its JSON report")
+    v = reports.get("vanish", {"cameras": []})
+    cams = {c["id"]: c for c in v["cameras"]}
+    # One vivid platform device carries both nodes: unbinding it takes both cameras away.
+    for cam in ("vivid0", "vivid1"):
+        st = cams.get(cam, {}).get("stats", {})
+        check(st.get("reconnects", 0) >= 1, f"{cam} reconnected after it vanished (reconnects {st.get('reconnects')}, last error {st.get('last_error')!r})")
+        check(st.get("state") == "streaming", f"{cam} streams again (state {st.get('state')})")
+        age = st.get("last_frame_age_ms")
+        check(age is not None and 0 <= age < 1000, f"{cam} delivers frames again (last frame {age} ms ago)")
+        check(cams.get(cam, {}).get("ring", {}).get("len", 0) > 0, f"{cam}'s ring kept its frames through the outage")
+
+print(f"{len(failures)} failed" if failures else "all device checks passed")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Build an initramfs: busybox, the vivid V4L2 driver and its dependencies, the nvr-edge
+# binary, a config, and an init that runs SCRIPT (a shell snippet) and powers off.
+# usage: initramfs.sh OUT.cpio.gz MODULES_DIR KVER BINARY CONFIG SCRIPT [BUSYBOX]
+set -euo pipefail
+out=$1 mods=$2 kver=$3 bin=$4 cfg=$5 script=$6 busybox=${7:-/bin/busybox}
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,lib/modules}
+cp "$busybox" "$root/bin/busybox"
+cp "$bin" "$root/nvr-edge"
+cp "$cfg" "$root/config.toml"
+cp "$script" "$root/test.sh"
+# vivid's module chain in load order, decompressed (busybox insmod reads plain .ko).
+modprobe -d "$mods" -S "$kver" --show-depends vivid | awk '$1 == "insmod" {print $2}' > "$root/modules.order"
+: > "$root/load.order"
+while read -r m; do
+  name=$(basename "$m"); name=${name%.xz}; name=${name%.zst}
+  case "$m" in
+    *.xz) xz -dc "$m" > "$root/lib/modules/$name" ;;
+    *.zst) zstd -qdc "$m" > "$root/lib/modules/$name" ;;
+    *) cp "$m" "$root/lib/modules/$name" ;;
+  esac
+  echo "$name" >> "$root/load.order"
+done < "$root/modules.order"
+cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+for m in $(cat /load.order); do
+  case "$m" in
+    vivid.ko) insmod /lib/modules/$m n_devs=2 node_types=0x1,0x1 ;;
+    *) insmod /lib/modules/$m ;;
+  esac
+done
+sleep 1
+echo "NVR-VM-BOOTED $(uname -m) $(getconf PAGESIZE 2>/dev/null) $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
+. /test.sh
+echo "NVR-VM-DONE"
+poweroff -f
+INIT
+chmod +x "$root/init" "$root/nvr-edge"
+( cd "$root" && find . | cpio -o -H newc --quiet ) | gzip -1 > "$out"
