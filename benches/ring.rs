@@ -107,9 +107,61 @@ fn bench_synthetic(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a YUYV camera costs: 4:2:2 expanded to YCbCr and JPEG-encoded (goal <= 3 ms at
+/// 640x480). The frame is a real scene (the synthetic camera's, decoded and re-packed).
+fn bench_yuyv_encode(c: &mut Criterion) {
+    use nvr_edge::capture::v4l2::yuyv_to_ycbcr;
+    let cfg = Config::from_toml_str(
+        "[[cameras]]\nid = \"b\"\nsource = \"synthetic\"\nwidth = 640\nheight = 480\nfps = 30",
+        "bench",
+    )
+    .unwrap();
+    let mut src = open_source(&cfg.cameras[0], Arc::new(SystemClock), false).unwrap();
+    let mut jpeg = Vec::new();
+    src.next_frame(&mut jpeg).unwrap();
+    let ycc = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    // Pack as YUYV (luma from R as a stand-in; content only has to be camera-like).
+    let (w, h) = (640usize, 480usize);
+    let mut yuyv = vec![0u8; w * h * 2];
+    for y in 0..h {
+        for x in (0..w).step_by(2) {
+            let p0 = ycc.get_pixel(x as u32, y as u32);
+            let p1 = ycc.get_pixel(x as u32 + 1, y as u32);
+            let o = (y * w + x) * 2;
+            yuyv[o..o + 4].copy_from_slice(&[p0[0], p0[1], p1[0], p0[2]]);
+        }
+    }
+    let mut scratch = Vec::with_capacity(w * h * 3);
+    let mut out = Vec::with_capacity(w * h);
+    c.bench_function("yuyv_to_jpeg_640x480_q80", |b| {
+        b.iter(|| {
+            yuyv_to_ycbcr(black_box(&yuyv), w, h, w * 2, &mut scratch);
+            out.clear();
+            jpeg_encoder::Encoder::new(&mut out, 80)
+                .encode(&scratch, w as u16, h as u16, jpeg_encoder::ColorType::Ycbcr)
+                .unwrap();
+        })
+    });
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        yuyv_to_ycbcr(&yuyv, w, h, w * 2, &mut scratch);
+        out.clear();
+        jpeg_encoder::Encoder::new(&mut out, 80)
+            .encode(&scratch, w as u16, h as u16, jpeg_encoder::ColorType::Ycbcr)
+            .unwrap();
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(n);
+    println!(
+        "YUYV 640x480 -> JPEG q80: {ms:.2} ms per frame, {} bytes (goal <= 3 ms: {})",
+        out.len(),
+        if ms <= 3.0 { "met" } else { "MISSED" }
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_ring, bench_synthetic
+    targets = bench_ring, bench_synthetic, bench_yuyv_encode
 }
 criterion_main!(benches);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run the aarch64 binary's self-test on synthetic cameras under qemu-aarch64-static and
+# check its JSON report. The rates are scaled for emulation (~10x slower than native).
+# usage: tests/qemu_user_selftest.sh path/to/aarch64/nvr-edge
+set -euo pipefail
+bin=$(realpath "$1")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat > "$work/c.toml" <<TOML
+[ring]
+frames = 300
+max_bytes = 16777216
+[targets]
+capture_fps = 10.0
+xclip_clip_p99_ms = 20000.0
+xclip_clips_per_sec = 0.2
+[selftest]
+ring_stress_frames = 150
+[storage]
+data_dir = "$work/data"
+[[cameras]]
+id = "synth"
+source = "synthetic"
+width = 320
+height = 240
+fps = 10.0
+TOML
+qemu-aarch64-static "$bin" --version
+set +e
+qemu-aarch64-static "$bin" --config "$work/c.toml" --self-test --json --seconds 3 > "$work/report.json" 2> "$work/stderr"
+rc=$?
+set -e
+python3 - "$work/report.json" "$rc" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+rc = int(sys.argv[2])
+fails = 0
+def check(ok, what):
+    global fails
+    print(("ok   " if ok else "FAIL ") + what)
+    fails += not ok
+check(r["system"]["arch"] == "aarch64", f"ran as aarch64 ({r['system']['arch']}, SIMD {r['system']['simd_kernel']})")
+check(r["system"]["simd_kernel"] == "neon", "NEON kernel selected")
+check(r["verdict"] == "PASS" and rc == 0, f"verdict {r['verdict']}, exit status {rc}: " +
+      ", ".join(f"{c['name']}={c['measured']}" for c in r["checks"] if not c["pass"]))
+check(any(m["placeholder"] for m in r["models"]), "the placeholder model is reported as such")
+sys.exit(1 if fails else 0)
+PY

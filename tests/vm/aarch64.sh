@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Boot Debian's arm64 kernel (4 KiB pages, or the 16 KiB-page flavour) under
+# qemu-system-aarch64 (TCG) with two vivid V4L2 cameras and the static aarch64 binary;
+# run the boot self-test and assert on its JSON (as tests/vm/x86_64.sh does).
+# usage: tests/vm/aarch64.sh path/to/aarch64-musl/nvr-edge [4k|16k]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=$(realpath "$1")
+pages=${2:-4k}
+cache=${NVR_VM_CACHE:-/var/cache/nvr-edge/vm}
+case "$pages" in
+  4k) flavour=arm64; cpu=cortex-a72; page_bytes=4096 ;;
+  # The 16 KiB-page kernel needs a CPU model with 16K granule support.
+  16k) flavour=6.12-arm64-16k; cpu=max,pauth-impdef=on; page_bytes=16384 ;;
+  *) echo "pages: 4k or 16k" >&2; exit 2 ;;
+esac
+read -r image mods kver < <("$here/kernel.sh" arm64 "$flavour")
+# An arm64 busybox for the guest.
+bb="$cache/busybox-arm64/bin/busybox"
+if [ ! -x "$bb" ]; then
+  mkdir -p "$cache/busybox-arm64"
+  ( cd "$cache" && apt-get download -q busybox-static:arm64 >/dev/null )
+  dpkg -x "$cache"/busybox-static_*_arm64.deb "$cache/busybox-arm64"
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The boot self-test only (the vanishing camera is covered on x86_64, where it is faster).
+sed -n '1,4p' "$here/guest.sh" > "$work/guest.sh"
+"$here/initramfs.sh" "$work/initrd.gz" "$mods" "$kver" "$bin" "$here/device.toml" "$work/guest.sh" "$bb"
+log=${NVR_VM_LOG:-$work/console.log}
+timeout 900 qemu-system-aarch64 -M virt -cpu "$cpu" -smp 2 -m 1536 -nographic -no-reboot -nic none \
+  -kernel "$image" -initrd "$work/initrd.gz" -append "console=ttyAMA0 panic=-1 quiet" > "$log" 2>&1 || true
+grep -E "NVR-VM|NVR-JSON-END" "$log" || true
+python3 "$here/check.py" "$log" --page-size "$page_bytes"
