@@ -229,6 +229,8 @@ impl FrameSource for V4l2Source {
         self.last_seq = Some(seq);
         // Driver timestamps are CLOCK_MONOTONIC, the ring's clock; fall back to ours when a
         // driver leaves them empty or steps back.
+        // time_t is i32 on 32-bit targets, i64 here.
+        #[allow(clippy::unnecessary_cast)]
         let driver_ts = meta.timestamp.sec as i64 * 1_000_000 + meta.timestamp.usec as i64;
         let ts = if driver_ts > 0 && driver_ts >= self.last_ts {
             driver_ts
