@@ -159,9 +159,45 @@ fn bench_yuyv_encode(c: &mut Criterion) {
     );
 }
 
+/// The motion gate's cost per analysed frame (1/8-scale decode + background compare).
+fn bench_motion(c: &mut Criterion) {
+    use nvr_edge::motion::{MotionConfig, MotionGate};
+    for (w, h) in [(640, 480), (1280, 720)] {
+        let cfg = Config::from_toml_str(
+            &format!("[[cameras]]\nid = \"b\"\nsource = \"synthetic\"\nwidth = {w}\nheight = {h}\nfps = 30"),
+            "bench",
+        )
+        .unwrap();
+        let mut src = open_source(&cfg.cameras[0], Arc::new(SystemClock), false).unwrap();
+        let frames: Vec<Vec<u8>> = (0..16)
+            .map(|_| {
+                let mut b = Vec::new();
+                src.next_frame(&mut b).unwrap();
+                b
+            })
+            .collect();
+        let mut gate = MotionGate::new(MotionConfig::default());
+        let mut i = 0;
+        c.bench_function(&format!("motion_gate_{w}x{h}"), |b| {
+            b.iter(|| {
+                i += 1;
+                gate.feed(black_box(&frames[i % 16])).unwrap()
+            })
+        });
+        let t = Instant::now();
+        for k in 0..200 {
+            gate.feed(&frames[k % 16]).unwrap();
+        }
+        println!(
+            "motion gate {w}x{h}: {:.3} ms per analysed frame",
+            t.elapsed().as_secs_f64() * 1e3 / 200.0
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_ring, bench_synthetic, bench_yuyv_encode
+    targets = bench_ring, bench_synthetic, bench_yuyv_encode, bench_motion
 }
 criterion_main!(benches);

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::Retention;
 use crate::inference::{Category, WhenFull};
+use crate::motion::MotionConfig;
 use crate::ring::RingConfig;
 
 /// The configuration used when no `--config` is given.
@@ -76,6 +78,12 @@ pub struct Config {
     pub household: HouseholdSection,
     #[serde(default)]
     pub xclip: XclipSection,
+    /// Motion gate in front of the models.
+    #[serde(default)]
+    pub motion: MotionConfig,
+    /// How much event history to keep.
+    #[serde(default)]
+    pub events: Retention,
     #[serde(default)]
     pub log: LogSection,
     /// The cameras, in the order they are started and reported.
@@ -236,6 +244,10 @@ pub struct XclipSection {
     pub top_k: u32,
     /// Threads one worker's matrix products may use.
     pub threads: u32,
+    /// Seconds of ring history a clip is sampled from while motion lasts.
+    pub window_secs: f64,
+    /// Seconds between clips of one camera while motion lasts.
+    pub rerun_secs: f64,
     pub categories: Vec<Category>,
 }
 
@@ -248,6 +260,8 @@ impl Default for XclipSection {
             when_full: WhenFull::ReplaceOldest,
             top_k: 3,
             threads: 1,
+            window_secs: 4.0,
+            rerun_secs: 5.0,
             categories: default_categories(),
         }
     }

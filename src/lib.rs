@@ -6,12 +6,15 @@
 //! threads), [`pipeline`] (starting and stopping cameras), [`selftest`] (the PASS/FAIL
 //! report), [`service`] (the long-running job), [`clock`], [`telemetry`].
 
+pub mod analysis;
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod household;
 pub mod inference;
 pub mod memory;
+pub mod motion;
 pub mod pipeline;
 pub mod ring;
 pub mod selftest;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
+use nvr_edge::events::{EventStore, EventsCmd};
 use nvr_edge::household::cli::HouseholdCmd;
 use nvr_edge::inference::cli::ClassifyArgs;
 use nvr_edge::telemetry::{self, LogFormat};
@@ -54,6 +55,9 @@ enum Cmd {
     Household(HouseholdCmd),
     /// Classify JPEG frames with X-CLIP; prints the result (raw logits included) as JSON.
     Classify(ClassifyArgs),
+    /// Recorded events (database in storage.data_dir).
+    #[command(subcommand)]
+    Events(EventsCmd),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,24 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {}", error_chain(&e));
                 ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    if let Some(Cmd::Events(cmd)) = &cli.cmd {
+        let out = EventStore::open_in(&cfg.storage.data_dir, cfg.events.clone())
+            .and_then(|store| nvr_edge::events::run_cli(cmd, &store));
+        return match out {
+            Ok(Ok(text)) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Ok(Err(msg)) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::FAILURE
             }
         };
     }

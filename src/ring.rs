@@ -359,6 +359,28 @@ impl FrameRing {
             .collect()
     }
 
+    /// As [`FrameRing::sample_into`], over only the frames at or after `since_ts_us`: the
+    /// last few seconds before now, for a clip.
+    pub fn sample_since_into(&self, n: usize, since_ts_us: i64, out: &mut FrameBatch) -> usize {
+        out.clear();
+        let inner = self.lock();
+        // Timestamps are non-decreasing, so the window is a suffix: find its start.
+        let (mut lo, mut hi) = (0, inner.len);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if inner.slot(mid).meta.ts_us < since_ts_us {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        for i in linspace_indices(inner.len - lo, n) {
+            let f = inner.frame(lo + i);
+            out.push(*f.meta, f.bytes);
+        }
+        out.len()
+    }
+
     /// Copy `n` evenly spaced frames (see [`linspace_indices`]) into `out`, replacing its
     /// contents, under one lock so they form a consistent window. Returns how many were
     /// copied (0 when the ring is empty). `out` keeps its capacity across calls, so a
@@ -479,6 +501,25 @@ mod tests {
             }
             assert_eq!(ring.with_newest(|f| f.meta.seq), Some(seq));
         }
+    }
+
+    #[test]
+    fn sample_since_takes_the_window_suffix() {
+        let ring = FrameRing::new(RingConfig {
+            frames: 100,
+            max_bytes: 10_000,
+            max_age: Duration::from_secs(3600),
+        })
+        .unwrap();
+        for seq in 0..20u64 {
+            ring.push(meta(seq, seq as i64 * 100), &[seq as u8; 10])
+                .unwrap();
+        }
+        let mut b = FrameBatch::default();
+        assert_eq!(ring.sample_since_into(3, 1_500, &mut b), 3);
+        let seqs: Vec<u64> = b.iter().map(|(m, _)| m.seq).collect();
+        assert_eq!(seqs, [15, 17, 19]);
+        assert_eq!(ring.sample_since_into(3, 99_999, &mut b), 0);
     }
 
     #[test]

@@ -117,6 +117,15 @@ impl Ticket {
     pub fn wait_timeout(self, d: Duration) -> Reply {
         self.rx.recv_timeout(d).unwrap_or(Err(XclipError::Stopped))
     }
+
+    /// The result if it is there, without waiting.
+    pub fn try_wait(&self) -> Option<Reply> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(XclipError::Stopped)),
+        }
+    }
 }
 
 pub struct XclipService {

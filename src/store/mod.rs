@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_household.sql"),
     include_str!("migrations/0002_vehicles.sql"),
     include_str!("migrations/0003_text_embeddings.sql"),
+    include_str!("migrations/0004_events.sql"),
 ];
 
 /// Schema version this build writes.

@@ -1,0 +1,257 @@
+//! Per-camera analysis: watches the newest frames of a camera's ring through the motion
+//! gate, opens an event when motion starts, sends an evenly sampled window of the ring to
+//! X-CLIP while it lasts, and closes the event when it stops.
+//!
+//! It runs on its own thread and only reads the ring, so capture never waits for it; it
+//! never waits for inference either (results are polled), and at most two clips per
+//! camera are in flight: when the service is busy a clip is skipped and counted.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::capture::worker::CameraShared;
+use crate::clock::Clock;
+use crate::events::EventStore;
+use crate::inference::service::Ticket;
+use crate::inference::{ClipRequest, XclipError, XclipService};
+use crate::motion::{MotionConfig, MotionGate};
+use crate::ring::FrameBatch;
+
+const MAX_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone)]
+pub struct AnalysisConfig {
+    pub motion: MotionConfig,
+    /// Seconds of ring history one clip is sampled from.
+    pub window_secs: f64,
+    /// Seconds between clips while motion lasts.
+    pub rerun_secs: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnalysisStats {
+    pub analysed: u64,
+    pub undecodable: u64,
+    pub moving_frames: u64,
+    pub in_motion: bool,
+    pub events: u64,
+    pub current_event: Option<i64>,
+    pub clips_submitted: u64,
+    /// Clips not sent (service busy, or too many in flight) or replaced in its queue.
+    pub clips_skipped: u64,
+    pub clips_done: u64,
+    pub clips_failed: u64,
+    pub gate_ms_avg: f64,
+    pub last_error: Option<String>,
+}
+
+pub struct Analyzer {
+    stats: Arc<Mutex<AnalysisStats>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Ctx {
+    camera: Arc<CameraShared>,
+    xclip: Option<Arc<XclipService>>,
+    events: Arc<EventStore>,
+    cfg: AnalysisConfig,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Mutex<AnalysisStats>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    fn stats(&self) -> MutexGuard<'_, AnalysisStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_err(&self, e: impl std::fmt::Display) {
+        let msg = e.to_string();
+        tracing::warn!(camera = %self.camera.id, error = %msg, "analysis");
+        self.stats().last_error = Some(msg);
+    }
+}
+
+impl Analyzer {
+    /// Start analysing one camera. `xclip` None: events record motion only.
+    pub fn start(
+        camera: Arc<CameraShared>,
+        xclip: Option<Arc<XclipService>>,
+        events: Arc<EventStore>,
+        cfg: AnalysisConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
+        let stats = Arc::new(Mutex::new(AnalysisStats::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let name = format!("ana-{}", camera.id);
+        let ctx = Ctx {
+            camera,
+            xclip,
+            events,
+            cfg,
+            clock,
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run(&ctx))?;
+        Ok(Self {
+            stats,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stats(&self) -> AnalysisStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Analyzer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>) {
+    pending.retain(|(event, ticket)| match ticket.try_wait() {
+        None => true,
+        Some(Ok(r)) => {
+            ctx.stats().clips_done += 1;
+            if let Err(e) = ctx.events.add_clip(*event, &r) {
+                ctx.note_err(e);
+            }
+            false
+        }
+        Some(Err(XclipError::Replaced | XclipError::Busy)) => {
+            ctx.stats().clips_skipped += 1;
+            false
+        }
+        Some(Err(e)) => {
+            ctx.stats().clips_failed += 1;
+            ctx.note_err(e);
+            false
+        }
+    });
+}
+
+fn run(ctx: &Ctx) {
+    let period = Duration::from_secs_f64(1.0 / ctx.cfg.motion.analysis_fps.max(0.1));
+    let window_us = (ctx.cfg.window_secs * 1e6) as i64;
+    let rerun_us = (ctx.cfg.rerun_secs * 1e6) as i64;
+    let frames_per_clip = ctx
+        .xclip
+        .as_ref()
+        .map_or(8, |x| x.model().manifest.num_frames);
+    let mut gate = MotionGate::new(ctx.cfg.motion.clone());
+    let mut frame: Vec<u8> = Vec::new();
+    let mut batch = FrameBatch::default();
+    let mut last_seq = None;
+    let mut event: Option<i64> = None;
+    let mut next_clip_us = 0i64;
+    let mut pending: Vec<(i64, Ticket)> = Vec::with_capacity(MAX_IN_FLIGHT);
+    let mut gate_ns = 0u128;
+    while !ctx.stop.load(Ordering::SeqCst) {
+        ctx.clock.sleep(period);
+        poll(ctx, &mut pending);
+        let newest = ctx.camera.ring.with_newest(|f| {
+            (Some(f.meta.seq) != last_seq).then(|| {
+                frame.clear();
+                frame.extend_from_slice(f.bytes);
+                *f.meta
+            })
+        });
+        let Some(Some(meta)) = newest else { continue };
+        last_seq = Some(meta.seq);
+        let t0 = Instant::now();
+        let step = gate.feed(&frame);
+        gate_ns += t0.elapsed().as_nanos();
+        let step = match step {
+            Ok(s) => s,
+            Err(_) => {
+                ctx.stats().undecodable += 1;
+                continue;
+            }
+        };
+        {
+            let mut st = ctx.stats();
+            st.analysed += 1;
+            st.moving_frames += u64::from(step.moving_frame);
+            st.in_motion = step.in_motion;
+            st.gate_ms_avg = gate_ns as f64 / st.analysed as f64 / 1e6;
+        }
+        let (now_wall, now_mono) = (ctx.clock.wall_us(), ctx.clock.mono_us());
+        if step.started {
+            match ctx.events.start(&ctx.camera.id, now_wall) {
+                Ok(id) => {
+                    tracing::info!(camera = %ctx.camera.id, event = id, "motion: event opened");
+                    event = Some(id);
+                    let mut st = ctx.stats();
+                    st.events += 1;
+                    st.current_event = Some(id);
+                    // Let the window fill with frames of the motion before the first clip.
+                    next_clip_us = now_mono + rerun_us.min(window_us / 2);
+                }
+                Err(e) => ctx.note_err(e),
+            }
+        }
+        if let (Some(id), Some(svc), true) = (event, &ctx.xclip, step.in_motion) {
+            if now_mono >= next_clip_us {
+                next_clip_us = now_mono + rerun_us;
+                if pending.len() >= MAX_IN_FLIGHT {
+                    ctx.stats().clips_skipped += 1;
+                } else if ctx.camera.ring.sample_since_into(
+                    frames_per_clip,
+                    meta.ts_us - window_us,
+                    &mut batch,
+                ) > 0
+                {
+                    let req = ClipRequest {
+                        camera: ctx.camera.id.clone(),
+                        frames: batch.clone(),
+                    };
+                    match svc.submit(req) {
+                        Ok(t) => {
+                            pending.push((id, t));
+                            ctx.stats().clips_submitted += 1;
+                        }
+                        Err(_) => ctx.stats().clips_skipped += 1,
+                    }
+                }
+            }
+        }
+        if step.stopped {
+            if let Some(id) = event.take() {
+                if let Err(e) = ctx.events.end(id, now_wall) {
+                    ctx.note_err(e);
+                }
+                ctx.stats().current_event = None;
+                tracing::info!(camera = %ctx.camera.id, event = id, "motion stopped: event closed");
+            }
+        }
+    }
+    // Shutting down: give clips in flight a moment, then close the open event.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pending.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        poll(ctx, &mut pending);
+    }
+    if let Some(id) = event {
+        if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
+            ctx.note_err(e);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Events: one per period of motion on a camera, with the most serious thing X-CLIP saw
+//! during it. Stored in SQLite, each write its own transaction, so a crash loses at most
+//! the event being written; retention by row count and age keeps the table bounded.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::inference::{ClipResult, Risk};
+use crate::store::{self, StoreError};
+
+/// `[events]`: how much history to keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub max_rows: u32,
+    pub max_age_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000,
+            max_age_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub camera: String,
+    pub start_us: i64,
+    pub end_us: Option<i64>,
+    pub action: Option<String>,
+    pub category: Option<String>,
+    pub risk: Option<Risk>,
+    pub confidence: Option<f32>,
+    pub clips: u32,
+    pub household: Option<serde_json::Value>,
+    pub model: Option<String>,
+    pub model_placeholder: bool,
+}
+
+fn risk_str(r: Risk) -> &'static str {
+    match r {
+        Risk::Low => "low",
+        Risk::Medium => "medium",
+        Risk::High => "high",
+        Risk::Critical => "critical",
+    }
+}
+
+fn parse_risk(s: &str) -> Option<Risk> {
+    match s {
+        "low" => Some(Risk::Low),
+        "medium" => Some(Risk::Medium),
+        "high" => Some(Risk::High),
+        "critical" => Some(Risk::Critical),
+        _ => None,
+    }
+}
+
+fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        camera: r.get(1)?,
+        start_us: r.get(2)?,
+        end_us: r.get(3)?,
+        action: r.get(4)?,
+        category: r.get(5)?,
+        risk: r
+            .get::<_, Option<String>>(6)?
+            .as_deref()
+            .and_then(parse_risk),
+        confidence: r.get::<_, Option<f64>>(7)?.map(|c| c as f32),
+        clips: r.get(8)?,
+        household: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        model: r.get(10)?,
+        model_placeholder: r.get(11)?,
+    })
+}
+
+const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder";
+
+pub struct EventStore {
+    conn: Mutex<Connection>,
+    retention: Retention,
+}
+
+impl EventStore {
+    pub fn open_in(data_dir: &Path, retention: Retention) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: Mutex::new(store::open_in(data_dir)?),
+            retention,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Open an event; returns its id.
+    pub fn start(&self, camera: &str, start_us: i64) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (camera, start_us, created_at) VALUES (?1, ?2, ?3)",
+            params![camera, start_us, start_us / 1_000_000],
+        )?;
+        let id = conn.last_insert_rowid();
+        self.prune(&conn, start_us)?;
+        Ok(id)
+    }
+
+    /// Record a clip's result: the event keeps the most serious result (risk, then
+    /// confidence) of all its clips.
+    pub fn add_clip(&self, id: i64, r: &ClipResult) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let current: Option<(Option<String>, Option<f64>)> = conn
+            .query_row(
+                "SELECT risk, confidence FROM events WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((risk, conf)) = current else {
+            return Ok(());
+        };
+        let c = &r.classification;
+        let old = (
+            risk.as_deref().and_then(parse_risk),
+            conf.unwrap_or(-1.0) as f32,
+        );
+        let new = (c.risk, c.confidence);
+        let better = match (new.0, old.0) {
+            (Some(n), Some(o)) if n != o => n > o,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            _ => new.1 > old.1,
+        };
+        if better || conf.is_none() {
+            conn.execute(
+                "UPDATE events SET action = ?2, category = ?3, risk = ?4, confidence = ?5, \
+                 model = ?6, model_placeholder = ?7, clips = clips + 1 WHERE id = ?1",
+                params![
+                    id,
+                    c.detected_action,
+                    c.category,
+                    c.risk.map(risk_str),
+                    f64::from(c.confidence),
+                    r.model,
+                    r.placeholder_model
+                ],
+            )?;
+        } else {
+            conn.execute("UPDATE events SET clips = clips + 1 WHERE id = ?1", [id])?;
+        }
+        Ok(())
+    }
+
+    pub fn end(&self, id: i64, end_us: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE events SET end_us = ?2 WHERE id = ?1 AND end_us IS NULL",
+            params![id, end_us],
+        )?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub fn list(&self, limit: u32, camera: Option<&str>) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM events WHERE (?1 IS NULL OR camera = ?1) ORDER BY start_us DESC, id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![camera, limit], row_to_event)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Event>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM events WHERE id = ?1"),
+                [id],
+                row_to_event,
+            )
+            .optional()?)
+    }
+
+    fn prune(&self, conn: &Connection, now_us: i64) -> Result<(), StoreError> {
+        let max_age_us = i64::from(self.retention.max_age_days) * 86_400 * 1_000_000;
+        conn.execute(
+            "DELETE FROM events WHERE start_us < ?1 OR id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?2)",
+            params![now_us - max_age_us, self.retention.max_rows],
+        )?;
+        Ok(())
+    }
+}
+
+/// `nvr-edge events ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum EventsCmd {
+    /// Newest events first, as JSON.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        camera: Option<String>,
+    },
+    /// One event, as JSON.
+    Show { id: i64 },
+    /// Every kept event, as CSV (or JSON with --format json).
+    Export {
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
+}
+
+/// Run an events command; returns what to print and whether it was found/valid.
+pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, String>, StoreError> {
+    Ok(match cmd {
+        EventsCmd::List { limit, camera } => Ok(serde_json::to_string_pretty(
+            &store.list(*limit, camera.as_deref())?,
+        )
+        .unwrap_or_default()),
+        EventsCmd::Show { id } => match store.get(*id)? {
+            Some(e) => Ok(serde_json::to_string_pretty(&e).unwrap_or_default()),
+            None => Err(format!("no event with id {id}")),
+        },
+        EventsCmd::Export { format } => {
+            let all = store.list(u32::MAX, None)?;
+            match format.as_str() {
+                "json" => Ok(serde_json::to_string(&all).unwrap_or_default()),
+                "csv" => {
+                    let mut out = String::from(
+                        "id,camera,start_us,end_us,action,category,risk,confidence,clips,model,model_placeholder\n",
+                    );
+                    let q = |s: &Option<String>| {
+                        s.as_deref()
+                            .map(|v| format!("\"{}\"", v.replace('"', "\"\"")))
+                            .unwrap_or_default()
+                    };
+                    for e in &all {
+                        out.push_str(&format!(
+                            "{},{},{},{},{},{},{},{},{},{},{}\n",
+                            e.id,
+                            q(&Some(e.camera.clone())),
+                            e.start_us,
+                            e.end_us.map(|v| v.to_string()).unwrap_or_default(),
+                            q(&e.action),
+                            q(&e.category),
+                            e.risk.map(risk_str).unwrap_or(""),
+                            e.confidence.map(|c| c.to_string()).unwrap_or_default(),
+                            e.clips,
+                            q(&e.model),
+                            e.model_placeholder
+                        ));
+                    }
+                    Ok(out)
+                }
+                other => Err(format!("format {other:?}: csv or json")),
+            }
+        }
+    })
+}

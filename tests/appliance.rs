@@ -1,0 +1,168 @@
+//! The appliance end to end: a synthetic camera's walking figure sets off the motion gate,
+//! an event opens, X-CLIP classifies clips sampled from the ring, the event is stored with
+//! the model named (and flagged as a placeholder); a still scene records nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nvr_edge::clock::SystemClock;
+use nvr_edge::config::Config;
+use nvr_edge::events::{EventStore, Retention};
+use nvr_edge::service::Appliance;
+
+fn config(data: &std::path::Path, camera: &str) -> Config {
+    Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {data:?}
+            [xclip]
+            window_secs = 2.0
+            rerun_secs = 1.0
+            [motion]
+            analysis_fps = 10.0
+            {camera}
+            "#
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
+const WALKER: &str = r#"
+[[cameras]]
+id = "porch"
+source = "synthetic"
+width = 320
+height = 240
+fps = 15
+ring = { frames = 300, max_bytes = 16000000 }
+"#;
+
+#[test]
+fn motion_opens_an_event_that_x_clip_classifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), WALKER);
+    let mut app = Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
+    assert!(app.model.as_ref().unwrap().placeholder);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = app.events.list(10, None).unwrap();
+        if events.iter().any(|e| e.clips >= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no classified event: {events:?} {:?}",
+            app.analysis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = app.analysis();
+    assert!(
+        stats[0].moving_frames > 0 && stats[0].events >= 1,
+        "{stats:?}"
+    );
+    assert!(stats[0].gate_ms_avg > 0.0);
+    app.stop();
+    drop(app);
+
+    // What was committed survives: reopen the database.
+    let store = EventStore::open_in(dir.path(), Retention::default()).unwrap();
+    let events = store.list(10, Some("porch")).unwrap();
+    let e = events
+        .iter()
+        .find(|e| e.clips >= 1)
+        .expect("a classified event");
+    assert_eq!(e.camera, "porch");
+    assert!(e.action.is_some() && e.confidence.is_some());
+    assert_eq!(e.model.as_deref(), Some("xclip-tiny"));
+    assert!(e.model_placeholder);
+    assert!(e.end_us.is_some(), "stopping closes the open event");
+    assert!(e.end_us.unwrap() >= e.start_us);
+
+    // The same through the CLI a technician uses.
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, format!("[storage]\ndata_dir = {:?}\n", dir.path())).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("events")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, list) = cli(&["list", "--limit", "5"]);
+    assert_eq!(code, Some(0));
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(list.as_array().unwrap().iter().any(|x| x["id"] == e.id));
+    let (code, show) = cli(&["show", &e.id.to_string()]);
+    assert_eq!(code, Some(0));
+    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(show["model_placeholder"], true);
+    let (code, csv) = cli(&["export"]);
+    assert_eq!(code, Some(0));
+    assert!(csv.starts_with("id,camera,start_us"));
+    assert!(csv.lines().count() >= 2);
+    assert_eq!(cli(&["show", "999999"]).0, Some(2));
+}
+
+#[test]
+fn a_still_scene_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // One frame of the synthetic scene, replayed over and over: nothing moves.
+    let frames = dir.path().join("still");
+    std::fs::create_dir(&frames).unwrap();
+    let c = Config::from_toml_str(WALKER, "t").unwrap();
+    let mut src =
+        nvr_edge::capture::open_source(&c.cameras[0], Arc::new(SystemClock), false).unwrap();
+    let mut buf = Vec::new();
+    src.next_frame(&mut buf).unwrap();
+    std::fs::write(frames.join("a.jpg"), &buf).unwrap();
+    let cam = format!(
+        "[[cameras]]\nid = \"still\"\nsource = \"replay\"\npath = {frames:?}\nwidth = 320\nheight = 240\nfps = 15\nring = {{ frames = 100, max_bytes = 8000000 }}\n"
+    );
+    let cfg = config(dir.path(), &cam);
+    let mut app = Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.analysis()[0].analysed < 15 {
+        assert!(Instant::now() < deadline, "analysis did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = app.analysis();
+    app.stop();
+    assert_eq!(stats[0].events, 0, "{stats:?}");
+    assert_eq!(stats[0].moving_frames, 0, "{stats:?}");
+    assert!(app.events.list(10, None).unwrap().is_empty());
+}
+
+#[test]
+fn events_are_kept_within_the_retention_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open_in(
+        dir.path(),
+        Retention {
+            max_rows: 5,
+            max_age_days: 1,
+        },
+    )
+    .unwrap();
+    let day_us = 86_400_000_000i64;
+    let t0 = 1_800_000_000_000_000i64;
+    let old = store.start("a", t0).unwrap();
+    for i in 1..=8 {
+        store.start("a", t0 + 2 * day_us + i).unwrap();
+    }
+    let all = store.list(100, None).unwrap();
+    assert_eq!(all.len(), 5, "row limit");
+    assert!(store.get(old).unwrap().is_none(), "age limit");
+    assert!(
+        all.windows(2).all(|w| w[0].start_us >= w[1].start_us),
+        "newest first"
+    );
+}
