@@ -140,6 +140,8 @@ pub struct Targets {
     pub xclip_clip_p99_ms: f64,
     /// Clips per second over a burst of 20 through the inference service.
     pub xclip_clips_per_sec: f64,
+    /// Motion gate cost per analysed frame.
+    pub motion_gate_ms: f64,
 }
 
 impl Default for Targets {
@@ -153,6 +155,7 @@ impl Default for Targets {
             household_match_p99_ms: 50.0,
             xclip_clip_p99_ms: 2000.0,
             xclip_clips_per_sec: 10.0,
+            motion_gate_ms: 10.0,
         }
     }
 }
@@ -430,6 +433,7 @@ impl Config {
         p.positive("targets.household_match_p99_ms", t.household_match_p99_ms);
         p.positive("targets.xclip_clip_p99_ms", t.xclip_clip_p99_ms);
         p.positive("targets.xclip_clips_per_sec", t.xclip_clips_per_sec);
+        p.positive("targets.motion_gate_ms", t.motion_gate_ms);
 
         let x = &self.xclip;
         p.check(

@@ -263,12 +263,42 @@ fn fmt_num(v: f64) -> String {
 pub fn run(cfg: &Config, seconds: f64, clock: Arc<dyn Clock>) -> Result<Report, SelfTestError> {
     let mut checks = ring_stress(cfg)?;
     checks.extend(household_checks(cfg, clock.clone()));
-    let (xclip, models) = xclip_checks(cfg, &*clock);
+    checks.push(motion_check(cfg));
+    let (xclip, models, load) = xclip_checks(cfg, &*clock);
     checks.extend(xclip);
     let mut pipeline = Pipeline::start(cfg, clock.clone())?;
+    // Keep the X-CLIP workers busy the whole time the cameras run: capture must not notice.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = load.map(|(svc, clips)| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut done = 0u64;
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = ClipRequest {
+                    camera: "load".into(),
+                    frames: clips[i % clips.len()].clone(),
+                };
+                i += 1;
+                if svc.classify(req).is_ok() {
+                    done += 1;
+                }
+            }
+            done
+        })
+    });
     clock.sleep(Duration::from_secs_f64(seconds));
     let cameras = pipeline.reports();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     pipeline.stop();
+    if let Some(h) = loader {
+        let done = h.join().unwrap_or(0);
+        checks.push(
+            Check::new("xclip_load_clips", None, done as f64, Op::AtLeast, 1.0, "clips").detail(
+                "X-CLIP kept busy while the cameras ran; their fps rows are measured under that load",
+            ),
+        );
+    }
     for cam in &cameras {
         checks.extend(camera_checks(cfg, cam));
     }
@@ -486,7 +516,37 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
 
 /// X-CLIP: the model loads (and says whether its weights are real), clip latency, burst
 /// throughput, and ten concurrent clips that must each get exactly their own result.
-fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>) {
+/// The motion gate's cost per analysed frame, on frames of the first camera's size.
+fn motion_check(cfg: &Config) -> Check {
+    let frames = match synthetic_clips(cfg, 1, 30) {
+        Ok(mut c) => c.remove(0),
+        Err(e) => {
+            return Check::new("motion_gate_ms", None, f64::NAN, Op::AtMost, 0.0, "ms").detail(e)
+        }
+    };
+    let mut gate = crate::motion::MotionGate::new(cfg.motion.clone());
+    let t0 = Instant::now();
+    let mut errors = 0;
+    for (_, jpeg) in frames.iter() {
+        errors += usize::from(gate.feed(jpeg).is_err());
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3 / frames.len().max(1) as f64;
+    let ms = if errors > 0 { f64::NAN } else { ms };
+    Check::new(
+        "motion_gate_ms",
+        None,
+        ms,
+        Op::AtMost,
+        cfg.targets.motion_gate_ms,
+        "ms",
+    )
+    .detail(format!("{} frames, {errors} did not decode", frames.len()))
+}
+
+/// A service and clips to keep it busy with while the cameras run.
+type Load = (XclipService, Vec<FrameBatch>);
+
+fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>, Option<Load>) {
     let t = &cfg.targets;
     let x = &cfg.xclip;
     let fail = |name: &str, detail: String| {
@@ -494,7 +554,7 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>)
     };
     let model = match XclipModel::load(x.models_dir.as_deref()) {
         Ok(m) => Arc::new(m),
-        Err(e) => return (vec![fail("xclip_model", error_chain(&e))], Vec::new()),
+        Err(e) => return (vec![fail("xclip_model", error_chain(&e))], Vec::new(), None),
     };
     let info = model.info.clone();
     let mut checks = vec![
@@ -537,7 +597,7 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>)
         }
         Err(e) => {
             checks.push(fail("xclip_text_embeddings", error_chain(&e)));
-            return (checks, vec![info]);
+            return (checks, vec![info], None);
         }
     };
     // Clips from the synthetic camera: real JPEG frames of the default size.
@@ -545,7 +605,7 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>)
         Ok(c) => c,
         Err(e) => {
             checks.push(fail("xclip_clip_p99", e));
-            return (checks, vec![info]);
+            return (checks, vec![info], None);
         }
     };
     let prompts = Arc::new(prompts);
@@ -567,7 +627,7 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>)
         Ok(s) => s,
         Err(e) => {
             checks.push(fail("xclip_clip_p99", error_chain(&e)));
-            return (checks, vec![info]);
+            return (checks, vec![info], None);
         }
     };
     // Sequential: latency, and each clip's reference result.
@@ -663,7 +723,7 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>)
         Check::new("xclip_concurrent_errors", None, bad as f64, Op::AtMost, 0.0, "errors")
             .detail("10 concurrent distinct clips: an error or a result that differs from the same clip run alone"),
     );
-    (checks, vec![info])
+    (checks, vec![info], Some((svc, clips)))
 }
 
 /// `n` clips of `t` frames each from a synthetic camera with the first camera's size.
