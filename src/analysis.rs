@@ -112,6 +112,11 @@ impl Analyzer {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A shared handle on the live figures (for the console).
+    pub fn stats_handle(&self) -> Arc<Mutex<AnalysisStats>> {
+        self.stats.clone()
+    }
+
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {

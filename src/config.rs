@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::console::ConsoleConfig;
 use crate::events::Retention;
 use crate::inference::{Category, WhenFull};
 use crate::motion::MotionConfig;
@@ -84,6 +85,9 @@ pub struct Config {
     /// How much event history to keep.
     #[serde(default)]
     pub events: Retention,
+    /// Serial diagnostics console of `nvr-edge run`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     #[serde(default)]
     pub log: LogSection,
     /// The cameras, in the order they are started and reported.

@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod household;
 pub mod inference;

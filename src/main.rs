@@ -58,10 +58,23 @@ enum Cmd {
     /// Recorded events (database in storage.data_dir).
     #[command(subcommand)]
     Events(EventsCmd),
+    /// Print the console.pin_sha256 value for a PIN and salt.
+    HashPin {
+        pin: String,
+        #[arg(long, default_value = "")]
+        salt: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::HashPin { pin, salt }) = &cli.cmd {
+        println!(
+            "pin_salt = {salt:?}\npin_sha256 = {:?}",
+            nvr_edge::console::hash_pin(salt, pin)
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Some(Cmd::CheckConfig { path }) = &cli.cmd {
         return match Config::load(Some(path)) {
             Ok(cfg) => {

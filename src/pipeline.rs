@@ -102,16 +102,16 @@ impl Camera {
     }
 
     pub fn report(&self, now_mono_us: i64) -> CameraReport {
-        CameraReport {
-            id: self.config.id.clone(),
-            memory_bytes: self.arena.allocated_bytes().ok(),
-            ring_budget: RingBudget {
-                frames: self.ring_config.frames,
-                max_bytes: self.ring_config.max_bytes,
-                max_age_secs: self.ring_config.max_age.as_secs_f64(),
-            },
-            ring: self.shared.ring.stats(),
-            stats: self.shared.stats().snapshot(now_mono_us),
+        self.view().report(now_mono_us)
+    }
+
+    /// A handle for reporting on this camera from elsewhere (the console).
+    pub fn view(&self) -> CameraView {
+        CameraView {
+            config: self.config.clone(),
+            ring_config: self.ring_config,
+            shared: self.shared.clone(),
+            arena: self.arena.clone(),
         }
     }
 
@@ -128,6 +128,31 @@ impl Camera {
 impl Drop for Camera {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// What it takes to report on a running camera, without owning it.
+#[derive(Clone)]
+pub struct CameraView {
+    pub config: CameraConfig,
+    pub ring_config: RingConfig,
+    pub shared: Arc<CameraShared>,
+    pub arena: Arc<Arena>,
+}
+
+impl CameraView {
+    pub fn report(&self, now_mono_us: i64) -> CameraReport {
+        CameraReport {
+            id: self.config.id.clone(),
+            memory_bytes: self.arena.allocated_bytes().ok(),
+            ring_budget: RingBudget {
+                frames: self.ring_config.frames,
+                max_bytes: self.ring_config.max_bytes,
+                max_age_secs: self.ring_config.max_age.as_secs_f64(),
+            },
+            ring: self.shared.ring.stats(),
+            stats: self.shared.stats().snapshot(now_mono_us),
+        }
     }
 }
 

@@ -261,11 +261,38 @@ fn fmt_num(v: f64) -> String {
 /// Run the self-test: the product spec's ring case, then every configured camera for
 /// `seconds`.
 pub fn run(cfg: &Config, seconds: f64, clock: Arc<dyn Clock>) -> Result<Report, SelfTestError> {
+    run_with(cfg, seconds, clock, None)
+}
+
+/// The self-test inside a running recorder (the console's `selftest`): the cameras are
+/// already open, so their rows come from `live` reports instead of a fresh capture run.
+pub fn run_live(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    live: Vec<CameraReport>,
+) -> Result<Report, SelfTestError> {
+    run_with(cfg, 0.0, clock, Some(live))
+}
+
+fn run_with(
+    cfg: &Config,
+    seconds: f64,
+    clock: Arc<dyn Clock>,
+    live: Option<Vec<CameraReport>>,
+) -> Result<Report, SelfTestError> {
     let mut checks = ring_stress(cfg)?;
     checks.extend(household_checks(cfg, clock.clone()));
     checks.push(motion_check(cfg));
     let (xclip, models, load) = xclip_checks(cfg, &*clock);
     checks.extend(xclip);
+    if let Some(cameras) = live {
+        for cam in &cameras {
+            checks.extend(camera_checks(cfg, cam));
+        }
+        let mut report = Report::from_checks(checks, seconds, cameras);
+        report.models = models;
+        return Ok(report);
+    }
     let mut pipeline = Pipeline::start(cfg, clock.clone())?;
     // Keep the X-CLIP workers busy the whole time the cameras run: capture must not notice.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -6,19 +6,24 @@
 //! threads. A model that does not load does not stop the recorder: it captures and
 //! records motion events without classifying them, and says so in the log.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::analysis::{AnalysisConfig, AnalysisStats, Analyzer};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::console;
 use crate::events::EventStore;
+use crate::household::Household;
 use crate::inference::text_cache::prompt_embeddings;
 use crate::inference::{
     ClipTokenizer, ModelInfo, PromptSet, ServiceConfig, XclipModel, XclipService,
 };
 use crate::memory::MIB;
+use crate::pipeline::CameraView;
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::selftest;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,204 @@ pub struct Appliance {
     pub model: Option<ModelInfo>,
     pub events: Arc<EventStore>,
     analyzers: Vec<Analyzer>,
+    console: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+/// The console's view of the running recorder.
+struct Backend {
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    cameras: Vec<CameraView>,
+    analysis: Vec<Arc<Mutex<AnalysisStats>>>,
+    events: Arc<EventStore>,
+    model: Option<ModelInfo>,
+    started: Instant,
+}
+
+impl Backend {
+    fn reports(&self) -> Vec<crate::pipeline::CameraReport> {
+        let now = self.clock.mono_us();
+        self.cameras.iter().map(|c| c.report(now)).collect()
+    }
+
+    fn household(&self) -> Result<Household, String> {
+        Household::open_in(
+            &self.cfg.storage.data_dir,
+            self.cfg.household.clone(),
+            self.clock.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl console::Backend for Backend {
+    fn status(&self) -> String {
+        let mut out = format!(
+            "nvr-edge {} up {} s; model {}",
+            env!("CARGO_PKG_VERSION"),
+            self.started.elapsed().as_secs(),
+            self.model
+                .as_ref()
+                .map_or("none (not classifying)".to_string(), ModelInfo::describe)
+        );
+        for (r, a) in self.reports().iter().zip(&self.analysis) {
+            let a = a.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let s = &r.stats;
+            out.push_str(&format!(
+                "\n{:<12} {:?} {:.1} fps, {} frames, last frame {} ms ago, motion {}, {} events",
+                r.id,
+                s.state,
+                s.camera_fps,
+                s.frames,
+                s.last_frame_age_ms
+                    .map_or("-".to_string(), |v| format!("{v:.0}")),
+                if a.in_motion { "yes" } else { "no" },
+                a.events
+            ));
+        }
+        out
+    }
+
+    fn cams(&self) -> String {
+        let mut out = Vec::new();
+        for r in self.reports() {
+            let s = &r.stats;
+            out.push(format!(
+                "{}: {}; skipped {}, bad {}, refused {}, reconnects {}; ring {}/{} frames, {:.1}/{:.1} MiB{}",
+                r.id,
+                s.source.as_ref().map_or("not open".to_string(), |src| src.detail.clone()),
+                s.skipped,
+                s.bad_frames,
+                s.refused,
+                s.reconnects,
+                r.ring.len,
+                r.ring_budget.frames,
+                r.ring.bytes_used as f64 / MIB,
+                r.ring_budget.max_bytes as f64 / MIB,
+                s.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+            ));
+        }
+        out.join("\n")
+    }
+
+    fn mem(&self) -> String {
+        let mut out: Vec<String> = self
+            .reports()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {:.1} MiB (jemalloc arena)",
+                    r.id,
+                    r.memory_bytes.unwrap_or(0) as f64 / MIB
+                )
+            })
+            .collect();
+        if let Ok(m) = crate::memory::process_memory() {
+            out.push(format!(
+                "process: allocated {:.1} MiB, resident {:.1} MiB, retained {:.1} MiB",
+                m.allocated as f64 / MIB,
+                m.resident as f64 / MIB,
+                m.retained as f64 / MIB
+            ));
+        }
+        out.join("\n")
+    }
+
+    fn events(&self, n: u32) -> String {
+        match self.events.list(n, None) {
+            Ok(list) if list.is_empty() => "no events".into(),
+            Ok(list) => list
+                .iter()
+                .map(|e| {
+                    format!(
+                        "#{} {} start {} {}: {} [{}] risk {} conf {}{}",
+                        e.id,
+                        e.camera,
+                        e.start_us / 1_000_000,
+                        if e.end_us.is_some() { "closed" } else { "open" },
+                        e.action.as_deref().unwrap_or("-"),
+                        e.category.as_deref().unwrap_or("-"),
+                        e.risk
+                            .map_or("-".to_string(), |r| format!("{r:?}").to_lowercase()),
+                        e.confidence.map_or("-".to_string(), |c| format!("{c:.2}")),
+                        if e.model_placeholder {
+                            " (placeholder model)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    fn household(&self) -> String {
+        let hh = match self.household() {
+            Ok(h) => h,
+            Err(e) => return format!("error: {e}"),
+        };
+        let members = hh.members().unwrap_or_default();
+        let vehicles = hh.vehicles().unwrap_or_default();
+        let mut out = vec![format!(
+            "{} members, {} vehicles",
+            members.len(),
+            vehicles.len()
+        )];
+        out.extend(members.iter().map(|m| {
+            format!(
+                "member {} {} ({}), {} embeddings",
+                m.id,
+                m.name,
+                m.role,
+                m.embeddings.values().sum::<u32>()
+            )
+        }));
+        out.extend(vehicles.iter().map(|v| {
+            format!(
+                "vehicle {} {} {}{}",
+                v.id,
+                v.plate.as_deref().unwrap_or("-"),
+                v.description,
+                if v.trusted { "" } else { " (untrusted)" }
+            )
+        }));
+        out.join("\n")
+    }
+
+    fn selftest(&self, row: &mut dyn FnMut(&str)) {
+        row("running the self-test on the live cameras ...");
+        match selftest::run_live(&self.cfg, self.clock.clone(), self.reports()) {
+            Ok(r) => {
+                for line in r.render_table().lines() {
+                    row(line);
+                }
+            }
+            Err(e) => row(&format!("error: {e}")),
+        }
+    }
+
+    fn set_log_filter(&self, filter: &str) -> Result<(), String> {
+        crate::telemetry::set_filter(filter)
+    }
+
+    fn remove_member(&self, id: i64) -> Result<String, String> {
+        self.household()?
+            .remove_member(id)
+            .map_err(|e| e.to_string())?;
+        Ok(format!("member {id} removed"))
+    }
+
+    fn clear_ring(&self, camera: &str) -> Result<String, String> {
+        let cam = self
+            .cameras
+            .iter()
+            .find(|c| c.config.id == camera)
+            .ok_or_else(|| format!("no camera {camera:?}"))?;
+        cam.shared.ring.clear();
+        Ok(format!("ring of {camera} cleared"))
+    }
 }
 
 fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, ModelInfo)> {
@@ -123,12 +326,31 @@ impl Appliance {
                 clock.clone(),
             )?);
         }
+        let console = if cfg.console.enabled {
+            let backend = Arc::new(Backend {
+                cfg: cfg.clone(),
+                clock: clock.clone(),
+                cameras: pipeline.cameras().iter().map(|c| c.view()).collect(),
+                analysis: analyzers.iter().map(Analyzer::stats_handle).collect(),
+                events: events.clone(),
+                model: model.clone(),
+                started: Instant::now(),
+            });
+            let stop = Arc::new(AtomicBool::new(false));
+            Some((
+                stop.clone(),
+                console::spawn(cfg.console.clone(), backend, stop),
+            ))
+        } else {
+            None
+        };
         Ok(Self {
             pipeline,
             xclip,
             model,
             events,
             analyzers,
+            console,
         })
     }
 
@@ -139,6 +361,10 @@ impl Appliance {
 
     /// Stop analysis first (closing open events), then capture, then inference.
     pub fn stop(&mut self) {
+        if let Some((stop, handle)) = self.console.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
         for a in &mut self.analyzers {
             a.stop();
         }

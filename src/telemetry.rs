@@ -1,9 +1,13 @@
 //! Logging setup: tracing to stderr (stdout is kept for reports such as `--json`), as
-//! text for people or JSON for log collectors.
+//! text for people or JSON for log collectors. The filter can be changed at run time (the
+//! console's `log <filter>`), so debug output can be turned on in place on a device.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -23,18 +27,33 @@ impl FromStr for LogFormat {
     }
 }
 
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 /// Install the global subscriber. `RUST_LOG` wins over the configured filter so a
 /// technician can turn on debug output without editing the device's config.
 pub fn init(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // A second init (tests) is harmless: the first subscriber stays.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let ok = match format {
+        LogFormat::Text => registry.with(fmt).try_init().is_ok(),
+        LogFormat::Json => registry.with(fmt.json()).try_init().is_ok(),
     };
+    if ok {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Replace the log filter of the running process.
+pub fn set_filter(filter: &str) -> Result<(), String> {
+    let f = EnvFilter::try_new(filter).map_err(|e| format!("filter {filter:?}: {e}"))?;
+    FILTER
+        .get()
+        .ok_or_else(|| "logging is not initialised".to_string())?
+        .reload(f)
+        .map_err(|e| e.to_string())
 }

@@ -1,0 +1,201 @@
+//! The serial console of a running `nvr-edge run`, driven through a real pseudo-terminal,
+//! and the line reader and command parser under arbitrary bytes.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nvr_edge::console::{hash_pin, Backend, ConsoleConfig, Input, LineReader, Session};
+use proptest::prelude::*;
+
+struct Pty {
+    master: std::fs::File,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    fn open() -> (Self, String) {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap().into_string().unwrap();
+        let master = std::fs::File::from(master);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (Self { master, seen }, name)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    /// Send a line and wait until `want` appears in what follows.
+    fn ask(&mut self, line: &[u8], want: &str, secs: u64) -> String {
+        let from = self.seen.lock().unwrap().len();
+        self.master.write_all(line).unwrap();
+        self.master.write_all(b"\r").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let all = self.text();
+            let reply = all.get(from..).unwrap_or("").to_string();
+            if reply.contains(want) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {want:?} after {:?}; got {reply:?}",
+                String::from_utf8_lossy(line)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn the_console_of_a_running_recorder_answers_over_a_pty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pty, slave) = Pty::open();
+    let cfg = format!(
+        r#"
+[storage]
+data_dir = {data:?}
+[console]
+enabled = true
+device = {slave:?}
+pin_salt = "s"
+pin_sha256 = "{hash}"
+[[cameras]]
+id = "porch"
+source = "synthetic"
+width = 320
+height = 240
+fps = 10
+ring = {{ frames = 100, max_bytes = 8000000 }}
+"#,
+        data = dir.path().join("data"),
+        hash = hash_pin("s", "1234")
+    );
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pty.text().contains("nvr-edge console") {
+        assert!(
+            Instant::now() < deadline,
+            "no console banner: {:?}",
+            pty.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pty.ask(b"help", "commands:", 10);
+    pty.ask(
+        b"version",
+        &format!("nvr-edge {}", env!("CARGO_PKG_VERSION")),
+        10,
+    );
+    pty.ask(b"status", "porch", 10);
+    pty.ask(b"cams", "walking figure", 10);
+    pty.ask(b"mem", "jemalloc arena", 10);
+    pty.ask(b"events 3", "", 10);
+    pty.ask(b"household", "0 members", 10);
+    // Garbage: NUL, invalid UTF-8, escape sequences, then an over-long line.
+    pty.ask(b"\x00\xff\xfe\x1b[A\x1b[31mhelp", "commands:", 10);
+    let long = vec![b'A'; 2000];
+    pty.ask(&long, "line longer than 256 bytes", 10);
+    pty.ask(b"bogus command", "unknown command", 10);
+    pty.ask(b"clear-ring porch", "locked", 10);
+    pty.ask(b"unlock 0000", "wrong PIN", 10);
+    pty.ask(b"unlock 1234", "unlocked", 10);
+    pty.ask(b"clear-ring porch", "ring of porch cleared", 10);
+    pty.ask(b"remove-member 42", "no member with id 42", 10);
+    pty.ask(b"lock", "locked", 10);
+    pty.ask(b"log nvr_edge=debug", "log filter now nvr_edge=debug", 10);
+    pty.ask(b"log [bad", "error", 10);
+    pty.ask(b"selftest", "VERDICT", 120);
+    pty.ask(b"version", "nvr-edge", 10);
+    // SIGTERM: a clean stop.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A backend that answers without a recorder: the session logic alone (the real backend
+/// is exercised through the pty test above).
+struct Quiet;
+
+impl Backend for Quiet {
+    fn status(&self) -> String {
+        "ok".into()
+    }
+    fn cams(&self) -> String {
+        "ok".into()
+    }
+    fn mem(&self) -> String {
+        "ok".into()
+    }
+    fn events(&self, _: u32) -> String {
+        "ok".into()
+    }
+    fn household(&self) -> String {
+        "ok".into()
+    }
+    fn selftest(&self, row: &mut dyn FnMut(&str)) {
+        row("ok")
+    }
+    fn set_log_filter(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn remove_member(&self, _: i64) -> Result<String, String> {
+        Ok("ok".into())
+    }
+    fn clear_ring(&self, _: &str) -> Result<String, String> {
+        Ok("ok".into())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn any_bytes_give_bounded_lines_and_an_answer_for_each(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+    ) {
+        let cfg = ConsoleConfig { pin_sha256: hash_pin("", "1"), ..ConsoleConfig::default() };
+        let mut reader = LineReader::new(64);
+        let mut session = Session::new(&Quiet, &cfg);
+        for c in &chunks {
+            for input in reader.feed(c) {
+                if let Input::Line(l) = input {
+                    prop_assert!(l.len() <= 64, "line of {} bytes", l.len());
+                    prop_assert!(l.is_ascii());
+                    let mut replies = 0;
+                    session.handle(&l, &mut |_| replies += 1);
+                    prop_assert!(replies >= usize::from(!l.trim().is_empty()));
+                }
+            }
+        }
+        prop_assert!(session.penalty() <= Duration::from_secs(32));
+    }
+}
