@@ -166,3 +166,52 @@ fn events_are_kept_within_the_retention_limits() {
         "newest first"
     );
 }
+
+#[test]
+fn kill_9_during_event_writes_loses_no_committed_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndata_dir = {:?}\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 0.5\n[motion]\nanalysis_fps = 10.0\nstop_frames = 1\n{WALKER}",
+            dir.path()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for committed, classified events, then kill -9 while writes go on.
+    let store = EventStore::open_in(dir.path(), Retention::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let e = store.list(1000, None).unwrap();
+        if e.iter().filter(|e| e.clips >= 1).count() >= 1 {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no events before the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(store);
+    let conn = nvr_edge::store::open_in(dir.path()).unwrap();
+    assert_eq!(nvr_edge::store::integrity_check(&conn).unwrap(), Ok(()));
+    let store = EventStore::open_in(dir.path(), Retention::default()).unwrap();
+    let after = store.list(1000, None).unwrap();
+    for e in &before {
+        let kept = after
+            .iter()
+            .find(|a| a.id == e.id)
+            .expect("a committed event survives kill -9");
+        assert_eq!(kept.start_us, e.start_us);
+        assert!(kept.clips >= e.clips);
+    }
+}

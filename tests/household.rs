@@ -572,3 +572,23 @@ fn vehicles_match_visually_with_their_own_threshold_and_attributes() {
         Err(HouseholdError::Invalid(_))
     ));
 }
+
+#[test]
+fn two_processes_opening_a_new_database_at_once_both_succeed() {
+    // The service and a CLI command starting together must not both apply a migration.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Arc::new(dir.path().join(store::DB_FILE));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                thread::spawn(move || {
+                    store::open(&path).map(|c| store::schema_version(&c).unwrap())
+                })
+            })
+            .collect();
+        for o in openers {
+            assert_eq!(o.join().unwrap().unwrap(), store::SCHEMA_VERSION);
+        }
+    }
+}

@@ -106,9 +106,15 @@ pub fn migrate(conn: &Connection, target: u32) -> Result<(), StoreError> {
         let sql = MIGRATIONS[version as usize - 1];
         let apply = || -> rusqlite::Result<()> {
             conn.execute_batch("BEGIN IMMEDIATE")?;
-            let r = conn
-                .execute_batch(sql)
-                .and_then(|()| conn.pragma_update(None, "user_version", version));
+            // Another process (the CLI while the service starts) may have applied this
+            // step while we waited for the write lock: read the version again under it.
+            let now: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let r = if now >= version {
+                Ok(())
+            } else {
+                conn.execute_batch(sql)
+                    .and_then(|()| conn.pragma_update(None, "user_version", version))
+            };
             match r {
                 Ok(()) => conn.execute_batch("COMMIT"),
                 Err(e) => {
