@@ -52,6 +52,19 @@ pub fn choose_format(offered: &[[u8; 4]], pref: PreferredFormat) -> Option<[u8; 
         .find(|f| offered.contains(f))
 }
 
+/// The size to ask for: the configured one when the device lists it (or lists a stepwise
+/// range around it, given as an empty `offered`), else the listed size closest in area.
+pub fn nearest_size(offered: &[(u32, u32)], want: (u32, u32)) -> (u32, u32) {
+    if offered.is_empty() || offered.contains(&want) {
+        return want;
+    }
+    let area = |(w, h): (u32, u32)| i64::from(w) * i64::from(h);
+    *offered
+        .iter()
+        .min_by_key(|&&s| ((area(s) - area(want)).abs(), std::cmp::Reverse(area(s))))
+        .unwrap_or(&want)
+}
+
 /// YUYV (4:2:2 packed) to YCbCr 4:4:4 interleaved, the JPEG encoder's input. `stride` is
 /// the driver's bytes per line.
 pub fn yuyv_to_ycbcr(src: &[u8], w: usize, h: usize, stride: usize, out: &mut Vec<u8>) -> bool {
@@ -133,9 +146,37 @@ impl V4l2Source {
                 names.join(", ")
             )));
         };
+        // What the device lists for this format: discrete sizes (stepwise ranges accept the
+        // configured size as it is) and the frame rates at the chosen size.
+        let discrete: Vec<(u32, u32)> = dev
+            .enum_framesizes(FourCC::new(&fourcc))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|fs| match fs.size {
+                v4l::framesize::FrameSizeEnum::Discrete(d) => Some((d.width, d.height)),
+                v4l::framesize::FrameSizeEnum::Stepwise(_) => None,
+            })
+            .collect();
+        let (w, h) = nearest_size(&discrete, (cam.width, cam.height));
+        if (w, h) != (cam.width, cam.height) {
+            tracing::warn!(device = %path.display(), asked = ?(cam.width, cam.height), using = ?(w, h), "size not offered; using the closest");
+        }
+        let rates: Vec<String> = dev
+            .enum_frameintervals(FourCC::new(&fourcc), w, h)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|fi| match fi.interval {
+                v4l::frameinterval::FrameIntervalEnum::Discrete(f) if f.numerator > 0 => Some(
+                    format!("{:.4}", f64::from(f.denominator) / f64::from(f.numerator)),
+                ),
+                _ => None,
+            })
+            .map(|r| r.trim_end_matches('0').trim_end_matches('.').to_string())
+            .take(12)
+            .collect();
         let mut fmt = dev.format().map_err(io_err("VIDIOC_G_FMT", path))?;
-        fmt.width = cam.width;
-        fmt.height = cam.height;
+        fmt.width = w;
+        fmt.height = h;
         fmt.fourcc = FourCC::new(&fourcc);
         let fmt = dev.set_format(&fmt).map_err(io_err("VIDIOC_S_FMT", path))?;
         if fmt.fourcc.repr != fourcc {
@@ -173,7 +214,7 @@ impl V4l2Source {
                 height: fmt.height,
                 fps,
                 detail: format!(
-                    "{} ({}, {}), {} {}x{} @ {:.2} fps granted{}",
+                    "{} ({}, {}), {} {}x{} @ {:.2} fps granted (offers {} sizes, fps {}){}",
                     path.display(),
                     caps.card,
                     caps.bus,
@@ -181,6 +222,16 @@ impl V4l2Source {
                     fmt.width,
                     fmt.height,
                     fps,
+                    if discrete.is_empty() {
+                        "stepwise".to_string()
+                    } else {
+                        discrete.len().to_string()
+                    },
+                    if rates.is_empty() {
+                        "-".to_string()
+                    } else {
+                        rates.join("/")
+                    },
                     if fourcc == MJPG {
                         String::new()
                     } else {
@@ -290,6 +341,19 @@ mod tests {
         assert_eq!(
             choose_format(&[*b"RGB3", *b"GREY"], PreferredFormat::Mjpeg),
             None
+        );
+    }
+
+    #[test]
+    fn size_choice_keeps_an_offered_size_else_the_closest() {
+        let offered = [(320, 180), (640, 360), (640, 480), (1280, 720)];
+        assert_eq!(nearest_size(&offered, (640, 480)), (640, 480));
+        assert_eq!(nearest_size(&offered, (320, 240)), (320, 180));
+        assert_eq!(nearest_size(&offered, (1920, 1080)), (1280, 720));
+        assert_eq!(
+            nearest_size(&[], (333, 222)),
+            (333, 222),
+            "stepwise: ask as configured"
         );
     }
 
