@@ -19,6 +19,7 @@ use nvr_edge::capture::open_source;
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
 use nvr_edge::inference::text_cache::prompt_embeddings;
+use nvr_edge::inference::xclip::seeded_values;
 use nvr_edge::inference::{
     ClipRequest, ClipTokenizer, PromptSet, ServiceConfig, WhenFull, XclipModel, XclipService,
 };
@@ -27,18 +28,6 @@ use nvr_edge::ring::FrameBatch;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 const PROMPTS: usize = 19;
-
-fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
-    (1..=n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / 16_777_216.0 * 4.0 - 2.0
-        })
-        .collect()
-}
 
 fn pct(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);

@@ -23,6 +23,17 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 
+/// An error and its causes on one line (`a: b: c`), the form logs and the console show.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    msg
+}
+
 // jemalloc everywhere (binary, tests, benches): musl's allocator is slow, and the
 // per-camera memory figures come from jemalloc's own statistics.
 #[global_allocator]

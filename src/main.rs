@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
+use nvr_edge::error_chain;
 use nvr_edge::events::{EventStore, EventsCmd};
 use nvr_edge::household::cli::HouseholdCmd;
 use nvr_edge::inference::cli::ClassifyArgs;
@@ -90,46 +91,22 @@ fn main() -> ExitCode {
     };
     telemetry::init(&cfg.log.filter, cli.log_format);
     if let Some(Cmd::Classify(args)) = &cli.cmd {
-        return match nvr_edge::inference::cli::run(args, &cfg) {
-            Ok(v) => {
-                println!("{v}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                ExitCode::from(e.exit_code())
-            }
-        };
+        return finish(nvr_edge::inference::cli::run(args, &cfg), |e| e.exit_code());
     }
     if let Some(Cmd::Events(cmd)) = &cli.cmd {
         let out = EventStore::open_in(&cfg.storage.data_dir, cfg.events.clone())
             .and_then(|store| nvr_edge::events::run_cli(cmd, &store));
         return match out {
-            Ok(Ok(text)) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
             Ok(Err(msg)) => {
                 eprintln!("error: {msg}");
                 ExitCode::from(2)
             }
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                ExitCode::FAILURE
-            }
+            // What is left: the output, or a database error.
+            other => finish(other.map(Result::unwrap_or_default), |_| 1),
         };
     }
     if let Some(Cmd::Household(cmd)) = &cli.cmd {
-        return match nvr_edge::household::cli::run(cmd, &cfg) {
-            Ok(v) => {
-                println!("{v}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                ExitCode::from(e.exit_code())
-            }
-        };
+        return finish(nvr_edge::household::cli::run(cmd, &cfg), |e| e.exit_code());
     }
     let clock = Arc::new(SystemClock);
     let outcome = match (&cli.cmd, cli.self_test) {
@@ -192,13 +169,19 @@ fn config_error(e: &nvr_edge::config::ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg = format!("{msg}: {c}");
-        cause = c.source();
+/// Print a command's output, or its error and the exit status the error calls for.
+fn finish<T: std::fmt::Display, E: std::error::Error>(
+    r: Result<T, E>,
+    code: impl Fn(&E) -> u8,
+) -> ExitCode {
+    match r {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(code(&e))
+        }
     }
-    msg
 }

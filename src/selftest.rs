@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::capture::open_source;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::error_chain;
 use crate::household::{vectors, GallerySet, Household, Matrix};
 use crate::inference::text_cache::prompt_embeddings;
 use crate::inference::{
@@ -641,12 +642,11 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>,
             model.clone(),
             prompts.clone(),
             embeds.clone(),
+            // The configured service, but with room for the whole burst and no replacing.
             ServiceConfig {
-                workers: x.workers as usize,
                 queue,
                 when_full: WhenFull::Refuse,
-                top_k: x.top_k as usize,
-                threads: x.threads as usize,
+                ..ServiceConfig::from_section(x)
             },
         )
     };
@@ -776,16 +776,6 @@ fn synthetic_clips(cfg: &Config, n: usize, t: usize) -> Result<Vec<FrameBatch>, 
         out.push(b);
     }
     Ok(out)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg = format!("{msg}: {c}");
-        cause = c.source();
-    }
-    msg
 }
 
 /// The product spec's frame-buffer case, measured for real: N frames of S bytes pushed

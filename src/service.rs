@@ -283,13 +283,7 @@ fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, Mo
         model,
         Arc::new(prompts),
         Arc::new(embeds),
-        ServiceConfig {
-            workers: x.workers as usize,
-            queue: x.queue as usize,
-            when_full: x.when_full,
-            top_k: x.top_k as usize,
-            threads: x.threads as usize,
-        },
+        ServiceConfig::from_section(x),
     );
     match svc {
         Ok(s) => Some((Arc::new(s), info)),

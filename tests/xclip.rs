@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use nvr_edge::inference::text_cache::prompt_embeddings;
 use nvr_edge::inference::tokenizer::CONTEXT;
+use nvr_edge::inference::xclip::seeded_values;
 use nvr_edge::inference::{
     ClipRequest, ClipTokenizer, Preprocessor, PromptSet, ServiceConfig, WhenFull, XclipError,
     XclipModel, XclipService,
@@ -37,19 +38,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-/// The generator models/export_xclip.py uses for pixel_values (splitmix64 -> [-2, 2)).
-fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
-    (1..=n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / 16_777_216.0 * 4.0 - 2.0
-        })
-        .collect()
 }
 
 fn tokens_fixture() -> (Vec<String>, Vec<Vec<i64>>, Vec<Vec<i64>>) {

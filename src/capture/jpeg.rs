@@ -50,6 +50,23 @@ fn need<R: BufRead>(r: &mut R) -> Result<u8, JpegError> {
     byte(r)?.ok_or(JpegError::Truncated)
 }
 
+/// Copy a marker segment's length and payload (the marker itself is already out).
+fn copy_segment<R: BufRead>(r: &mut R, out: &mut Out<'_>) -> Result<(), JpegError> {
+    let hi = need(r)?;
+    let lo = need(r)?;
+    let len = usize::from(hi) << 8 | usize::from(lo);
+    if len < 2 {
+        return Err(JpegError::Invalid(format!("segment length {len}")));
+    }
+    out.put(hi)?;
+    out.put(lo)?;
+    for _ in 0..len - 2 {
+        let b = need(r)?;
+        out.put(b)?;
+    }
+    Ok(())
+}
+
 /// Read the next complete JPEG (SOI through EOI) from `r` into `buf` (cleared first).
 /// Bytes before the next SOI are skipped and their count returned alongside. `Ok(None)`
 /// at a clean end of stream. On `TooLarge` or `Invalid` the stream is positioned after
@@ -96,18 +113,7 @@ pub fn read_jpeg<R: BufRead>(
             0xD8 => return Err(JpegError::Invalid("SOI inside a frame".into())),
             _ => {}
         }
-        let hi = need(r)?;
-        let lo = need(r)?;
-        let len = usize::from(hi) << 8 | usize::from(lo);
-        if len < 2 {
-            return Err(JpegError::Invalid(format!("segment length {len}")));
-        }
-        out.put(hi)?;
-        out.put(lo)?;
-        for _ in 0..len - 2 {
-            let b = need(r)?;
-            out.put(b)?;
-        }
+        copy_segment(r, &mut out)?;
         if m == 0xDA {
             // Entropy-coded data runs until a marker other than a stuffed zero or a
             // restart marker; that marker is handled by the loop above.
@@ -132,18 +138,7 @@ pub fn read_jpeg<R: BufRead>(
                     return Ok(Some(skipped));
                 }
                 // Another segment after the scan (progressive JPEG, DNL, ...).
-                let hi = need(r)?;
-                let lo = need(r)?;
-                let len = usize::from(hi) << 8 | usize::from(lo);
-                if len < 2 {
-                    return Err(JpegError::Invalid(format!("segment length {len}")));
-                }
-                out.put(hi)?;
-                out.put(lo)?;
-                for _ in 0..len - 2 {
-                    let b = need(r)?;
-                    out.put(b)?;
-                }
+                copy_segment(r, &mut out)?;
                 if n != 0xDA {
                     break;
                 }

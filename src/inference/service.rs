@@ -39,6 +39,19 @@ pub struct ServiceConfig {
     pub threads: usize,
 }
 
+impl ServiceConfig {
+    /// The service as `[xclip]` configures it.
+    pub fn from_section(x: &crate::config::XclipSection) -> Self {
+        Self {
+            workers: x.workers as usize,
+            queue: x.queue as usize,
+            when_full: x.when_full,
+            top_k: x.top_k as usize,
+            threads: x.threads as usize,
+        }
+    }
+}
+
 /// A clip to classify: JPEG frames of one camera, oldest first.
 #[derive(Debug, Clone)]
 pub struct ClipRequest {

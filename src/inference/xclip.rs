@@ -79,6 +79,21 @@ impl ModelInfo {
     }
 }
 
+/// The seeded inputs of `models/seeded.py`, bit for bit (splitmix64 of 1..=n offset by
+/// `seed`, mapped to [-2, 2)): golden fixtures are computed on them without committing
+/// megabytes of pixel values.
+pub fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
+    (1..=n as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / 16_777_216.0 * 4.0 - 2.0
+        })
+        .collect()
+}
+
 type Plan = Arc<TypedRunnableModel>;
 
 /// Both graphs, optimised and ready; shareable across worker threads.
