@@ -78,9 +78,20 @@ pub fn open_unmigrated(path: &Path) -> Result<Connection, StoreError> {
         .map_err(wrap)?;
     // WAL: readers never block the writer; NORMAL sync is durable across process
     // crashes and loses at most the last commits on power loss.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(wrap)?;
+    // Switching a new database to WAL takes an exclusive lock and does not wait on the
+    // busy handler: when another process opens the same new file at that moment, retry.
+    let mut tries = 0;
+    let mode: String = loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other.map_err(wrap)?,
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
         tracing::warn!(path = %path.display(), mode, "database not in WAL mode");
     }
