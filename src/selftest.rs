@@ -17,11 +17,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error_chain;
 use crate::household::{vectors, GallerySet, Household, Matrix};
-use crate::inference::text_cache::prompt_embeddings;
-use crate::inference::{
-    ClipRequest, ClipTokenizer, ModelInfo, PromptSet, ServiceConfig, WhenFull, XclipModel,
-    XclipService,
-};
+use crate::inference::text_cache::configured_prompts;
+use crate::inference::{ClipRequest, ModelInfo, ServiceConfig, WhenFull, XclipModel, XclipService};
 use crate::memory::{self, Arena, MemoryError, ProcessMemory, MIB};
 use crate::pipeline::{CameraReport, Pipeline, PipelineError};
 use crate::ring::FrameBatch;
@@ -588,18 +585,9 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>,
     let mut checks = vec![
         Check::new("xclip_model", None, 1.0, Op::AtLeast, 1.0, "loaded").detail(info.describe()),
     ];
-    let prompts = PromptSet::new(x.categories.clone());
-    let conn = crate::store::open_in(&cfg.storage.data_dir).ok();
-    let now = clock.wall_us() / 1_000_000;
     let t0 = Instant::now();
-    let embeds = match prompt_embeddings(
-        &model,
-        &ClipTokenizer::new(),
-        &prompts.prompts,
-        conn.as_ref(),
-        now,
-    ) {
-        Ok((e, st)) => {
+    let (prompts, embeds) = match configured_prompts(cfg, &model, clock.wall_us() / 1_000_000) {
+        Ok((prompts, e, st)) => {
             checks.push(
                 Check::new(
                     "xclip_text_embeddings",
@@ -614,14 +602,14 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>,
                     prompts.len(),
                     st.cached,
                     st.computed,
-                    if conn.is_none() {
+                    if !st.cache_available {
                         " (no database: not cached)"
                     } else {
                         ""
                     }
                 )),
             );
-            Arc::new(e)
+            (prompts, Arc::new(e))
         }
         Err(e) => {
             checks.push(fail("xclip_text_embeddings", error_chain(&e)));

@@ -16,10 +16,8 @@ use crate::config::Config;
 use crate::console;
 use crate::events::EventStore;
 use crate::household::Household;
-use crate::inference::text_cache::prompt_embeddings;
-use crate::inference::{
-    ClipTokenizer, ModelInfo, PromptSet, ServiceConfig, XclipModel, XclipService,
-};
+use crate::inference::text_cache::configured_prompts;
+use crate::inference::{ModelInfo, ServiceConfig, XclipModel, XclipService};
 use crate::memory::MIB;
 use crate::pipeline::CameraView;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -256,23 +254,14 @@ fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, Mo
     if info.placeholder {
         tracing::warn!(model = %info.describe(), "X-CLIP model is a placeholder: event actions mean nothing");
     }
-    let prompts = PromptSet::new(x.categories.clone());
-    let conn = crate::store::open_in(&cfg.storage.data_dir).ok();
-    let now = clock.wall_us() / 1_000_000;
-    let embeds = match prompt_embeddings(
-        &model,
-        &ClipTokenizer::new(),
-        &prompts.prompts,
-        conn.as_ref(),
-        now,
-    ) {
-        Ok((e, st)) => {
+    let (prompts, embeds) = match configured_prompts(cfg, &model, clock.wall_us() / 1_000_000) {
+        Ok((prompts, e, st)) => {
             tracing::info!(
                 cached = st.cached,
                 computed = st.computed,
                 "prompt text embeddings ready"
             );
-            e
+            (prompts, e)
         }
         Err(e) => {
             tracing::error!(error = %e, "prompt text embeddings failed: not classifying");

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::prompts::PromptSet;
 use super::tokenizer::ClipTokenizer;
 use super::xclip::XclipModel;
 use super::XclipError;
@@ -14,6 +15,8 @@ pub struct EmbedStats {
     pub cached: usize,
     pub computed: usize,
     pub truncated: usize,
+    /// False when the database could not be opened: nothing was cached or stored.
+    pub cache_available: bool,
 }
 
 fn db_err(e: rusqlite::Error) -> XclipError {
@@ -33,7 +36,10 @@ pub fn prompt_embeddings(
     let key = &model.info.text_sha256;
     let mut out = vec![0f32; prompts.len() * d];
     let mut missing = Vec::new();
-    let mut stats = EmbedStats::default();
+    let mut stats = EmbedStats {
+        cache_available: conn.is_some(),
+        ..EmbedStats::default()
+    };
     for (i, p) in prompts.iter().enumerate() {
         let hit: Option<Vec<u8>> = match conn {
             Some(c) => c
@@ -77,4 +83,23 @@ pub fn prompt_embeddings(
         }
     }
     Ok((out, stats))
+}
+
+/// The configured prompt set and its embeddings, through the cache in the configured
+/// database (when it opens): what `run` and the self-test both start from.
+pub fn configured_prompts(
+    cfg: &crate::config::Config,
+    model: &XclipModel,
+    now_secs: i64,
+) -> Result<(PromptSet, Vec<f32>, EmbedStats), XclipError> {
+    let prompts = PromptSet::new(cfg.xclip.categories.clone());
+    let conn = crate::store::open_in(&cfg.storage.data_dir).ok();
+    let (embeds, stats) = prompt_embeddings(
+        model,
+        &ClipTokenizer::new(),
+        &prompts.prompts,
+        conn.as_ref(),
+        now_secs,
+    )?;
+    Ok((prompts, embeds, stats))
 }
