@@ -2,6 +2,8 @@
 //! gate, opens an event when motion starts, sends an evenly sampled window of the ring to
 //! X-CLIP while it lasts, and closes the event when it stops.
 //!
+//! An event's video (see `recording`) is written from the same thread, from the ring.
+//!
 //! It runs on its own thread and only reads the ring, so capture never waits for it; it
 //! never waits for inference either (results are polled), and at most two clips per
 //! camera are in flight: when the service is busy a clip is skipped and counted.
@@ -15,10 +17,13 @@ use serde::Serialize;
 
 use crate::capture::worker::CameraShared;
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::events::EventStore;
 use crate::inference::service::Ticket;
 use crate::inference::{ClipRequest, XclipError, XclipService};
 use crate::motion::{MotionConfig, MotionGate};
+use crate::pipeline::Pipeline;
+use crate::recording::{ClipDir, Recorder, RecorderStats, RecordingConfig};
 use crate::ring::FrameBatch;
 
 const MAX_IN_FLIGHT: usize = 2;
@@ -30,6 +35,16 @@ pub struct AnalysisConfig {
     pub window_secs: f64,
     /// Seconds between clips while motion lasts.
     pub rerun_secs: f64,
+}
+
+impl AnalysisConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            motion: cfg.motion.clone(),
+            window_secs: cfg.xclip.window_secs,
+            rerun_secs: cfg.xclip.rerun_secs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -46,6 +61,12 @@ pub struct AnalysisStats {
     pub clips_done: u64,
     pub clips_failed: u64,
     pub gate_ms_avg: f64,
+    /// From the capture of the frame that confirmed motion to its event committed in the
+    /// database: the last event's and the worst since start.
+    pub event_latency_ms_last: Option<f64>,
+    pub event_latency_ms_max: Option<f64>,
+    /// None when recording is off.
+    pub recording: Option<RecorderStats>,
     pub last_error: Option<String>,
 }
 
@@ -65,6 +86,14 @@ struct Ctx {
     stop: Arc<AtomicBool>,
 }
 
+/// What one camera's analysis needs besides its camera; shared by all cameras.
+pub struct AnalysisDeps {
+    pub xclip: Option<Arc<XclipService>>,
+    pub events: Arc<EventStore>,
+    pub cfg: AnalysisConfig,
+    pub clock: Arc<dyn Clock>,
+}
+
 impl Ctx {
     fn stats(&self) -> MutexGuard<'_, AnalysisStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
@@ -77,30 +106,57 @@ impl Ctx {
     }
 }
 
+/// One analyzer per camera of `pipeline`, each recording into `clips` when given.
+pub fn start_all(
+    pipeline: &Pipeline,
+    deps: &AnalysisDeps,
+    recording: &RecordingConfig,
+    clips: Option<&Arc<ClipDir>>,
+) -> std::io::Result<Vec<Analyzer>> {
+    pipeline
+        .cameras()
+        .iter()
+        .map(|cam| {
+            let recorder = clips.map(|dir| {
+                Recorder::new(
+                    recording.clone(),
+                    cam.id(),
+                    cam.config.fps,
+                    dir.clone(),
+                    deps.events.clone(),
+                )
+            });
+            Analyzer::start(cam.shared.clone(), deps, recorder)
+        })
+        .collect()
+}
+
 impl Analyzer {
-    /// Start analysing one camera. `xclip` None: events record motion only.
+    /// Start analysing one camera. `xclip` None: events record motion only; `recorder`
+    /// None: no video files.
     pub fn start(
         camera: Arc<CameraShared>,
-        xclip: Option<Arc<XclipService>>,
-        events: Arc<EventStore>,
-        cfg: AnalysisConfig,
-        clock: Arc<dyn Clock>,
+        deps: &AnalysisDeps,
+        recorder: Option<Recorder>,
     ) -> std::io::Result<Self> {
-        let stats = Arc::new(Mutex::new(AnalysisStats::default()));
+        let stats = Arc::new(Mutex::new(AnalysisStats {
+            recording: recorder.as_ref().map(|r| r.stats.clone()),
+            ..AnalysisStats::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let name = format!("ana-{}", camera.id);
         let ctx = Ctx {
             camera,
-            xclip,
-            events,
-            cfg,
-            clock,
+            xclip: deps.xclip.clone(),
+            events: deps.events.clone(),
+            cfg: deps.cfg.clone(),
+            clock: deps.clock.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(&ctx))?;
+            .spawn(move || run(&ctx, recorder))?;
         Ok(Self {
             stats,
             stop,
@@ -153,7 +209,15 @@ fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>) {
     });
 }
 
-fn run(ctx: &Ctx) {
+/// Copy new frames into the event's video, and publish the recorder's figures.
+fn pump(ctx: &Ctx, recorder: &mut Option<Recorder>) {
+    if let Some(r) = recorder.as_mut() {
+        r.pump(&ctx.camera.ring);
+        ctx.stats().recording = Some(r.stats.clone());
+    }
+}
+
+fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
     let period = Duration::from_secs_f64(1.0 / ctx.cfg.motion.analysis_fps.max(0.1));
     let window_us = (ctx.cfg.window_secs * 1e6) as i64;
     let rerun_us = (ctx.cfg.rerun_secs * 1e6) as i64;
@@ -172,6 +236,7 @@ fn run(ctx: &Ctx) {
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
         poll(ctx, &mut pending);
+        pump(ctx, &mut recorder);
         let newest = ctx.camera.ring.with_newest(|f| {
             (Some(f.meta.seq) != last_seq).then(|| {
                 frame.clear();
@@ -202,11 +267,20 @@ fn run(ctx: &Ctx) {
         if step.started {
             match ctx.events.start(&ctx.camera.id, now_wall) {
                 Ok(id) => {
-                    tracing::info!(camera = %ctx.camera.id, event = id, "motion: event opened");
+                    let latency_ms = (ctx.clock.mono_us() - meta.ts_us) as f64 / 1e3;
+                    tracing::info!(camera = %ctx.camera.id, event = id, latency_ms, "motion: event opened");
                     event = Some(id);
+                    if let Some(r) = recorder.as_mut() {
+                        if let Err(e) = r.begin(&ctx.camera.ring, id, meta.ts_us, now_wall) {
+                            ctx.note_err(e);
+                        }
+                    }
                     let mut st = ctx.stats();
                     st.events += 1;
                     st.current_event = Some(id);
+                    st.event_latency_ms_last = Some(latency_ms);
+                    st.event_latency_ms_max =
+                        Some(st.event_latency_ms_max.unwrap_or(0.0).max(latency_ms));
                     // Let the window fill with frames of the motion before the first clip.
                     next_clip_us = now_mono + rerun_us.min(window_us / 2);
                 }
@@ -243,6 +317,9 @@ fn run(ctx: &Ctx) {
                 if let Err(e) = ctx.events.end(id, now_wall) {
                     ctx.note_err(e);
                 }
+                if let Some(r) = recorder.as_mut() {
+                    r.end(id, meta.ts_us);
+                }
                 ctx.stats().current_event = None;
                 tracing::info!(camera = %ctx.camera.id, event = id, "motion stopped: event closed");
             }
@@ -258,5 +335,11 @@ fn run(ctx: &Ctx) {
         if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
             ctx.note_err(e);
         }
+    }
+    // Shutting down: what the ring holds now goes in, without waiting for a post-roll.
+    pump(ctx, &mut recorder);
+    if let Some(r) = recorder.as_mut() {
+        r.finish_active();
+        ctx.stats().recording = Some(r.stats.clone());
     }
 }

@@ -17,6 +17,7 @@ use crate::console::ConsoleConfig;
 use crate::events::Retention;
 use crate::inference::{Category, WhenFull};
 use crate::motion::MotionConfig;
+use crate::recording::RecordingConfig;
 use crate::ring::RingConfig;
 
 /// The configuration used when no `--config` is given.
@@ -85,6 +86,9 @@ pub struct Config {
     /// How much event history to keep.
     #[serde(default)]
     pub events: Retention,
+    /// Video files of events.
+    #[serde(default)]
+    pub recording: RecordingConfig,
     /// Serial diagnostics console of `nvr-edge run`.
     #[serde(default)]
     pub console: ConsoleConfig,
@@ -546,6 +550,29 @@ impl Config {
             s.ring_stress_frame_bytes > 0
                 && u64::from(s.ring_stress_frame_bytes) <= self.ring.max_bytes,
             "must be > 0 and fit in ring.max_bytes",
+        );
+
+        let r = &self.recording;
+        let secs = |v: f64, max: f64| v.is_finite() && (0.0..=max).contains(&v);
+        p.check(
+            "recording.pre_secs",
+            secs(r.pre_secs, self.ring.max_age_secs),
+            "must be between 0 and ring.max_age_secs (the ring holds no older frames)",
+        );
+        p.check(
+            "recording.post_secs",
+            secs(r.post_secs, 600.0),
+            "must be between 0 and 600",
+        );
+        p.check(
+            "recording.max_secs",
+            secs(r.max_secs, 3600.0) && r.max_secs >= 1.0,
+            "must be between 1 and 3600",
+        );
+        p.check(
+            "recording.disk_budget_mb",
+            (1..=16 << 20).contains(&r.disk_budget_mb),
+            "must be 1-16777216 MiB",
         );
 
         p.check(

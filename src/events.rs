@@ -42,6 +42,19 @@ pub struct Event {
     pub household: Option<serde_json::Value>,
     pub model: Option<String>,
     pub model_placeholder: bool,
+    /// The event's video file under `<data_dir>/clips/`, when one was started.
+    pub video: Option<Video>,
+}
+
+/// Where an event's recording stands (see `recording`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Video {
+    pub file: String,
+    /// recording | complete | interrupted | deleted | failed
+    pub state: String,
+    pub frames: Option<u32>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
 }
 
 fn risk_str(r: Risk) -> &'static str {
@@ -82,10 +95,22 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
             .and_then(|s| serde_json::from_str(&s).ok()),
         model: r.get(10)?,
         model_placeholder: r.get(11)?,
+        video: match r.get::<_, Option<String>>(12)? {
+            Some(file) => Some(Video {
+                file,
+                state: r
+                    .get::<_, Option<String>>(13)?
+                    .unwrap_or_else(|| "recording".into()),
+                frames: r.get(14)?,
+                bytes: r.get::<_, Option<i64>>(15)?.map(|b| b as u64),
+                error: r.get(16)?,
+            }),
+            None => None,
+        },
     })
 }
 
-const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder";
+const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error";
 
 pub struct EventStore {
     conn: Mutex<Connection>,
@@ -170,6 +195,51 @@ impl EventStore {
         Ok(())
     }
 
+    /// A recording of event `id` is being written to `file`.
+    pub fn video_started(&self, id: i64, file: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE events SET video = ?2, video_state = 'recording', video_frames = NULL, \
+             video_bytes = NULL, video_error = NULL WHERE id = ?1",
+            params![id, file],
+        )?;
+        Ok(())
+    }
+
+    pub fn video_finished(&self, id: i64, frames: u32, bytes: u64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE events SET video_state = 'complete', video_frames = ?2, video_bytes = ?3 \
+             WHERE id = ?1",
+            params![id, frames, bytes as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn video_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE events SET video_state = 'failed', video_error = ?2 WHERE id = ?1",
+            params![id, error],
+        )?;
+        Ok(())
+    }
+
+    /// The recording `file` was deleted to keep the clips directory within its budget.
+    pub fn video_deleted(&self, file: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE events SET video_state = 'deleted' WHERE video = ?1",
+            [file],
+        )?;
+        Ok(())
+    }
+
+    /// At start: recordings a previous process was writing when it died. Their `.part`
+    /// files are gone (see `recording::ClipDir::open`); say so. Returns how many.
+    pub fn video_interrupted(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE events SET video_state = 'interrupted' WHERE video_state = 'recording'",
+            [],
+        )?)
+    }
+
     /// Newest first.
     pub fn list(&self, limit: u32, camera: Option<&str>) -> Result<Vec<Event>, StoreError> {
         let conn = self.conn();
@@ -237,7 +307,7 @@ pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, Str
                 "json" => Ok(serde_json::to_string(&all).unwrap_or_default()),
                 "csv" => {
                     let mut out = String::from(
-                        "id,camera,start_us,end_us,action,category,risk,confidence,clips,model,model_placeholder\n",
+                        "id,camera,start_us,end_us,action,category,risk,confidence,clips,model,model_placeholder,video,video_state\n",
                     );
                     let q = |s: &Option<String>| {
                         s.as_deref()
@@ -246,7 +316,7 @@ pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, Str
                     };
                     for e in &all {
                         out.push_str(&format!(
-                            "{},{},{},{},{},{},{},{},{},{},{}\n",
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                             e.id,
                             q(&Some(e.camera.clone())),
                             e.start_us,
@@ -257,7 +327,9 @@ pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, Str
                             e.confidence.map(|c| c.to_string()).unwrap_or_default(),
                             e.clips,
                             q(&e.model),
-                            e.model_placeholder
+                            e.model_placeholder,
+                            q(&e.video.as_ref().map(|v| v.file.clone())),
+                            e.video.as_ref().map_or("", |v| v.state.as_str()),
                         ));
                     }
                     Ok(out)

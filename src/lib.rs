@@ -17,6 +17,7 @@ pub mod inference;
 pub mod memory;
 pub mod motion;
 pub mod pipeline;
+pub mod recording;
 pub mod ring;
 pub mod selftest;
 pub mod service;

@@ -394,6 +394,34 @@ impl FrameRing {
         }
         out.len()
     }
+
+    /// Copy, oldest first, up to `max` consecutive frames for a reader that follows the
+    /// ring (a recording): frames from history position `from` on (the n-th frame ever
+    /// pushed has position n - 1; positions survive eviction and [`FrameRing::clear`]),
+    /// skipping any earlier than `since_ts_us`. Returns the position to pass next time and
+    /// how many frames were evicted before the reader got to them.
+    pub fn copy_from_into(
+        &self,
+        from: u64,
+        since_ts_us: i64,
+        max: usize,
+        out: &mut FrameBatch,
+    ) -> (u64, u64) {
+        out.clear();
+        let inner = self.lock();
+        let first = inner.stats.pushed - inner.len as u64;
+        let lost = first.saturating_sub(from);
+        let mut i = from.saturating_sub(first) as usize;
+        while i < inner.len && inner.slot(i).meta.ts_us < since_ts_us {
+            i += 1;
+        }
+        let end = inner.len.min(i + max);
+        for j in i..end {
+            let f = inner.frame(j);
+            out.push(*f.meta, f.bytes);
+        }
+        (first + end.max(i) as u64, lost)
+    }
 }
 
 /// Indices numpy's `linspace(0, len - 1, n).astype(int)` gives, computed the same way

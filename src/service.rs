@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::analysis::{AnalysisConfig, AnalysisStats, Analyzer};
+use crate::analysis::{self, AnalysisConfig, AnalysisDeps, AnalysisStats, Analyzer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::console;
@@ -21,6 +21,7 @@ use crate::inference::{ModelInfo, ServiceConfig, XclipModel, XclipService};
 use crate::memory::MIB;
 use crate::pipeline::CameraView;
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::recording::open_clips;
 use crate::selftest;
 use crate::store::StoreError;
 
@@ -294,21 +295,14 @@ impl Appliance {
             None => (None, None),
         };
         let pipeline = Pipeline::start(cfg, clock.clone())?;
-        let analysis = AnalysisConfig {
-            motion: cfg.motion.clone(),
-            window_secs: cfg.xclip.window_secs,
-            rerun_secs: cfg.xclip.rerun_secs,
+        let deps = AnalysisDeps {
+            xclip: xclip.clone(),
+            events: events.clone(),
+            cfg: AnalysisConfig::from_config(cfg),
+            clock: clock.clone(),
         };
-        let mut analyzers = Vec::new();
-        for cam in pipeline.cameras() {
-            analyzers.push(Analyzer::start(
-                cam.shared.clone(),
-                xclip.clone(),
-                events.clone(),
-                analysis.clone(),
-                clock.clone(),
-            )?);
-        }
+        let clips = open_clips(&cfg.recording, &cfg.storage.data_dir, &events);
+        let analyzers = analysis::start_all(&pipeline, &deps, &cfg.recording, clips.as_ref())?;
         let console = if cfg.console.enabled {
             let backend = Arc::new(Backend {
                 cfg: cfg.clone(),

@@ -1,6 +1,10 @@
 //! The appliance end to end: a synthetic camera's walking figure sets off the motion gate,
 //! an event opens, X-CLIP classifies clips sampled from the ring, the event is stored with
-//! the model named (and flagged as a placeholder); a still scene records nothing.
+//! the model named (and flagged as a placeholder) and its video file players open; a still
+//! scene records nothing; kill -9 loses no committed event and leaves no video that claims
+//! to be complete.
+
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +84,20 @@ fn motion_opens_an_event_that_x_clip_classifies() {
     assert!(e.model_placeholder);
     assert!(e.end_us.is_some(), "stopping closes the open event");
     assert!(e.end_us.unwrap() >= e.start_us);
+    // Stopping finishes the event's video: the pre-roll and everything since.
+    let v = e.video.as_ref().expect("the event has a video");
+    assert_eq!(v.state, "complete", "{v:?}");
+    let path = dir.path().join("clips").join(&v.file);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        v.bytes.unwrap(),
+        "{v:?}"
+    );
+    if let Some(p) = common::ffprobe(&path) {
+        assert_eq!((p.codec.as_str(), p.width, p.height), ("mjpeg", 320, 240));
+        assert_eq!(p.frames_read, u64::from(v.frames.unwrap()));
+        assert!((p.frame_rate - 15.0).abs() < 1.5, "{p:?}");
+    }
 
     // The same through the CLI a technician uses.
     let conf = dir.path().join("c.toml");
@@ -199,9 +217,31 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
         std::thread::sleep(Duration::from_millis(100));
     };
     std::thread::sleep(Duration::from_millis(700));
+    let recording_before: Vec<i64> = store
+        .list(1000, None)
+        .unwrap()
+        .iter()
+        .filter(|e| e.video.as_ref().is_some_and(|v| v.state == "recording"))
+        .map(|e| e.id)
+        .collect();
     child.kill().unwrap();
     child.wait().unwrap();
     drop(store);
+    // Whatever was being written is a .part; every .avi is complete and plays.
+    let clips = dir.path().join("clips");
+    let names: Vec<String> = std::fs::read_dir(&clips)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !recording_before.is_empty() && names.iter().any(|n| n.ends_with(".avi.part")),
+        "a video was being written at the kill: {names:?}"
+    );
+    for n in names.iter().filter(|n| n.ends_with(".avi")) {
+        if let Some(p) = common::ffprobe(&clips.join(n)) {
+            assert!(p.frames_read > 0, "{n}: {p:?}");
+        }
+    }
     let conn = nvr_edge::store::open_in(dir.path()).unwrap();
     assert_eq!(nvr_edge::store::integrity_check(&conn).unwrap(), Ok(()));
     let store = EventStore::open_in(dir.path(), Retention::default()).unwrap();
@@ -214,4 +254,25 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
         assert_eq!(kept.start_us, e.start_us);
         assert!(kept.clips >= e.clips);
     }
+    // The next start removes the half-written files and marks their events.
+    let cfg = Config::from_toml_str(&std::fs::read_to_string(&conf).unwrap(), "test").unwrap();
+    let dir_handle = nvr_edge::recording::open_clips(&cfg.recording, dir.path(), &store).unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir_handle.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let after = store.list(1000, None).unwrap();
+    for id in recording_before {
+        let v = after.iter().find(|e| e.id == id).unwrap().video.clone();
+        let state = v.unwrap().state;
+        assert!(
+            state == "interrupted" || state == "complete",
+            "event {id}: {state}"
+        );
+    }
+    assert!(after
+        .iter()
+        .all(|e| e.video.as_ref().is_none_or(|v| v.state != "recording")));
 }

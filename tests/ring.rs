@@ -420,3 +420,44 @@ proptest! {
         prop_assert_eq!(r.len(), n.min(frames).min(cap / len));
     }
 }
+
+#[test]
+fn a_follower_copies_every_frame_once_in_order_and_counts_what_it_missed() {
+    let r = ring(10, 1 << 20, 60.0);
+    let mut b = FrameBatch::default();
+    for i in 0..6 {
+        r.push(meta(i, i as i64 * 100), &[i as u8; 10]).unwrap();
+    }
+    // From the start, skipping frames before ts 200, three at a time.
+    let (next, lost) = r.copy_from_into(0, 200, 3, &mut b);
+    let seqs: Vec<u64> = b.iter().map(|(m, _)| m.seq).collect();
+    assert_eq!((seqs, next, lost), (vec![2, 3, 4], 5, 0));
+    let (next, lost) = r.copy_from_into(next, 200, 3, &mut b);
+    assert_eq!(
+        (
+            b.iter().map(|(m, p)| (m.seq, p[0])).collect::<Vec<_>>(),
+            next,
+            lost
+        ),
+        (vec![(5, 5)], 6, 0)
+    );
+    // Nothing new: nothing copied, same position.
+    assert_eq!(r.copy_from_into(next, 0, 3, &mut b), (6, 0));
+    assert!(b.is_empty());
+    // The reader falls 12 frames behind a 10-frame ring: 2 were evicted unseen.
+    for i in 6..18 {
+        r.push(meta(i, i as i64 * 100), &[i as u8; 10]).unwrap();
+    }
+    let (next, lost) = r.copy_from_into(6, 0, 100, &mut b);
+    assert_eq!(lost, 2);
+    assert_eq!(next, 18);
+    assert_eq!(
+        b.iter().map(|(m, _)| m.seq).collect::<Vec<_>>(),
+        (8..18).collect::<Vec<_>>()
+    );
+    // Positions survive clear(): the follower does not re-read or stall.
+    r.clear();
+    r.push(meta(18, 1800), &[1; 10]).unwrap();
+    let (next, _) = r.copy_from_into(next, 0, 100, &mut b);
+    assert_eq!((b.len(), next), (1, 19));
+}

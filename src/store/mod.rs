@@ -1,6 +1,6 @@
 //! The SQLite database: opening it the same way everywhere (WAL, foreign keys, busy
 //! timeout), versioned migrations, and integrity checks. Tables belong to the modules
-//! that use them (`household`, later `events`); their schema lives in `migrations/`.
+//! that use them (`household`, `events`, ...); their schema lives in `migrations/`.
 //!
 //! Each migration runs in its own transaction together with the `user_version` bump, so
 //! a power cut mid-upgrade leaves the database at the previous version, never between.
@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_vehicles.sql"),
     include_str!("migrations/0003_text_embeddings.sql"),
     include_str!("migrations/0004_events.sql"),
+    include_str!("migrations/0005_event_video.sql"),
 ];
 
 /// Schema version this build writes.
