@@ -150,6 +150,8 @@ pub struct Targets {
     pub xclip_clips_per_sec: f64,
     /// Motion gate cost per analysed frame.
     pub motion_gate_ms: f64,
+    /// From the capture of the frame that confirms motion to its event committed.
+    pub frame_to_event_ms: f64,
 }
 
 impl Default for Targets {
@@ -164,6 +166,7 @@ impl Default for Targets {
             xclip_clip_p99_ms: 2000.0,
             xclip_clips_per_sec: 10.0,
             motion_gate_ms: 10.0,
+            frame_to_event_ms: 500.0,
         }
     }
 }
@@ -442,6 +445,7 @@ impl Config {
         p.positive("targets.xclip_clip_p99_ms", t.xclip_clip_p99_ms);
         p.positive("targets.xclip_clips_per_sec", t.xclip_clips_per_sec);
         p.positive("targets.motion_gate_ms", t.motion_gate_ms);
+        p.positive("targets.frame_to_event_ms", t.frame_to_event_ms);
 
         let x = &self.xclip;
         p.check(

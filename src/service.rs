@@ -86,7 +86,7 @@ impl console::Backend for Backend {
             let a = a.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let s = &r.stats;
             out.push_str(&format!(
-                "\n{:<12} {:?} {:.1} fps, {} frames, last frame {} ms ago, motion {}, {} events",
+                "\n{:<12} {:?} {:.1} fps, {} frames, last frame {} ms ago, motion {}, {} events, {}",
                 r.id,
                 s.state,
                 s.camera_fps,
@@ -94,7 +94,13 @@ impl console::Backend for Backend {
                 s.last_frame_age_ms
                     .map_or("-".to_string(), |v| format!("{v:.0}")),
                 if a.in_motion { "yes" } else { "no" },
-                a.events
+                a.events,
+                a.recording.as_ref().map_or("recording off".to_string(), |v| format!(
+                    "{} videos{}{}",
+                    v.finished,
+                    if v.recording { ", recording now" } else { "" },
+                    if v.failed > 0 { format!(", {} failed", v.failed) } else { String::new() }
+                ))
             ));
         }
         out
@@ -421,6 +427,9 @@ fn log_summary(app: &Appliance) {
             clips = a.clips_done,
             clips_skipped = a.clips_skipped,
             gate_ms = format_args!("{:.2}", a.gate_ms_avg),
+            event_latency_ms = format_args!("{:.1}", a.event_latency_ms_max.unwrap_or(f64::NAN)),
+            videos = a.recording.as_ref().map_or(0, |v| v.finished),
+            videos_failed = a.recording.as_ref().map_or(0, |v| v.failed),
             "camera summary"
         );
     }
