@@ -227,7 +227,10 @@ impl console::Backend for Backend {
     }
 
     fn set_log_filter(&self, filter: &str) -> Result<(), String> {
-        crate::telemetry::set_filter(filter)
+        crate::telemetry::set_filter(filter)?;
+        // Logged at warn so it shows under any filter: the log says who changed what.
+        tracing::warn!(filter, "log filter changed from the console");
+        Ok(())
     }
 
     fn remove_member(&self, id: i64) -> Result<String, String> {

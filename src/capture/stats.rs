@@ -134,9 +134,11 @@ impl CameraStats {
             camera_fps: self.window_fps(now_mono_us, 5_000_000),
             average_fps: self.average_fps(),
             last_frame_wall_us: self.last_frame_wall_us,
+            // A frame stamped after `now` was read (the driver's stamp races the report)
+            // is as fresh as a frame gets: 0, not a negative age.
             last_frame_age_ms: self
                 .last_frame_mono_us
-                .map(|t| (now_mono_us - t) as f64 / 1e3),
+                .map(|t| (now_mono_us - t).max(0) as f64 / 1e3),
             push_ms_avg: if n > 0 {
                 self.push_ns_sum as f64 / n as f64 / 1e6
             } else {

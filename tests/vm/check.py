@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Assert on the JSON reports an emulated device printed on its serial console.
 
-usage: check.py CONSOLE_LOG [--vanish]
+usage: check.py CONSOLE_LOG [--vanish] [--console] [--page-size BYTES]
 """
 import json
 import re
@@ -53,6 +53,11 @@ if "--vanish" in sys.argv:
         age = st.get("last_frame_age_ms")
         check(age is not None and 0 <= age < 1000, f"{cam} delivers frames again (last frame {age} ms ago)")
         check(cams.get(cam, {}).get("ring", {}).get("len", 0) > 0, f"{cam}'s ring kept its frames through the outage")
+
+if "--console" in sys.argv:
+    stopped = re.search(r"NVR-VM run stopped rc=(\d+)", log)
+    check(stopped is not None and stopped.group(1) == "0",
+          f"`nvr-edge run` with the serial console stopped cleanly on SIGTERM ({stopped.group(0) if stopped else 'no stop marker'})")
 
 print(f"{len(failures)} failed" if failures else "all device checks passed")
 sys.exit(1 if failures else 0)

@@ -12,7 +12,11 @@ cp "$bin" "$root/nvr-edge"
 cp "$cfg" "$root/config.toml"
 cp "$script" "$root/test.sh"
 # vivid's module chain in load order, decompressed (busybox insmod reads plain .ko).
-modprobe -d "$mods" -S "$kver" --show-depends vivid | awk '$1 == "insmod" {print $2}' > "$root/modules.order"
+# NVR_VM_EXTRA_MODULES: more modules (and their dependencies) to load after it; built-in
+# ones are skipped.
+for mod in vivid ${NVR_VM_EXTRA_MODULES:-}; do
+  modprobe -d "$mods" -S "$kver" --show-depends "$mod" | awk '$1 == "insmod" {print $2}'
+done | awk '!seen[$0]++' > "$root/modules.order"
 : > "$root/load.order"
 while read -r m; do
   name=$(basename "$m"); name=${name%.xz}; name=${name%.zst}
