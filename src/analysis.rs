@@ -19,8 +19,12 @@ use crate::capture::worker::CameraShared;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::EventStore;
+use crate::household::identity::{
+    EventIdentity, Identified, IdentityConfig, Observation, Observer,
+};
+use crate::household::Household;
 use crate::inference::service::Ticket;
-use crate::inference::{ClipRequest, XclipError, XclipService};
+use crate::inference::{ClipRequest, Risk, XclipError, XclipService};
 use crate::motion::{MotionConfig, MotionGate};
 use crate::pipeline::Pipeline;
 use crate::recording::{ClipDir, Recorder, RecorderStats, RecordingConfig};
@@ -60,6 +64,10 @@ pub struct AnalysisStats {
     pub clips_skipped: u64,
     pub clips_done: u64,
     pub clips_failed: u64,
+    /// Identity model passes over clip windows, their last cost, and failures.
+    pub identity_runs: u64,
+    pub identity_ms_last: Option<f64>,
+    pub identity_errors: u64,
     pub gate_ms_avg: f64,
     /// From the capture of the frame that confirmed motion to its event committed in the
     /// database: the last event's and the worst since start.
@@ -79,6 +87,7 @@ pub struct Analyzer {
 struct Ctx {
     camera: Arc<CameraShared>,
     xclip: Option<Arc<XclipService>>,
+    identity: Option<Arc<IdentityDeps>>,
     events: Arc<EventStore>,
     cfg: AnalysisConfig,
     clock: Arc<dyn Clock>,
@@ -86,9 +95,18 @@ struct Ctx {
     stop: Arc<AtomicBool>,
 }
 
+/// The identity models and the household they are matched against.
+pub struct IdentityDeps {
+    pub observer: Arc<dyn Observer>,
+    pub household: Arc<Household>,
+    pub cfg: IdentityConfig,
+}
+
 /// What one camera's analysis needs besides its camera; shared by all cameras.
 pub struct AnalysisDeps {
     pub xclip: Option<Arc<XclipService>>,
+    /// None: events name nobody and their risk is X-CLIP's.
+    pub identity: Option<Arc<IdentityDeps>>,
     pub events: Arc<EventStore>,
     pub cfg: AnalysisConfig,
     pub clock: Arc<dyn Clock>,
@@ -148,6 +166,7 @@ impl Analyzer {
         let ctx = Ctx {
             camera,
             xclip: deps.xclip.clone(),
+            identity: deps.identity.clone(),
             events: deps.events.clone(),
             cfg: deps.cfg.clone(),
             clock: deps.clock.clone(),
@@ -187,12 +206,96 @@ impl Drop for Analyzer {
     }
 }
 
-fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>) {
+/// Who the household recognised in the last events (the current one and the one before,
+/// whose clips may still be in flight): bounded.
+#[derive(Default)]
+struct Tallies {
+    current: Option<(i64, EventIdentity)>,
+    previous: Option<(i64, EventIdentity)>,
+}
+
+impl Tallies {
+    fn get(&self, event: i64) -> Option<&EventIdentity> {
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|(id, _)| *id == event)
+            .map(|(_, t)| t)
+    }
+
+    fn get_mut(&mut self, event: i64) -> &mut EventIdentity {
+        if self.current.as_ref().is_none_or(|(id, _)| *id != event) {
+            self.previous = self.current.take();
+            self.current = Some((event, EventIdentity::default()));
+        }
+        &mut self.current.as_mut().expect("just set").1
+    }
+}
+
+/// The event's risk from X-CLIP's, through what the household recognised in it.
+fn lowering<'a>(
+    ctx: &'a Ctx,
+    tallies: &'a Tallies,
+    event: i64,
+) -> impl Fn(Risk) -> (Risk, Option<String>) + 'a {
+    move |r| match (&ctx.identity, tallies.get(event)) {
+        (Some(idn), Some(t)) => t.lower(r, &idn.cfg),
+        _ => (r, None),
+    }
+}
+
+/// Run the identity models on a clip window and update the event when that changes who
+/// it names.
+fn identify(
+    ctx: &Ctx,
+    idn: &IdentityDeps,
+    event: i64,
+    batch: &FrameBatch,
+    tallies: &mut Tallies,
+    observations: &mut Vec<Observation>,
+) {
+    observations.clear();
+    let t0 = Instant::now();
+    let result = idn.observer.observe(batch, observations);
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    {
+        let mut st = ctx.stats();
+        st.identity_runs += 1;
+        st.identity_ms_last = Some(ms);
+    }
+    if let Err(e) = result {
+        ctx.stats().identity_errors += 1;
+        ctx.note_err(format!("identity: {e}"));
+        return;
+    }
+    let tally = tallies.get_mut(event);
+    let before = tally.confirmed(&idn.cfg).count();
+    tally.add(&idn.household, observations);
+    let confirmed: Vec<Identified> = tally.confirmed(&idn.cfg).cloned().collect();
+    if confirmed.len() != before {
+        let json = serde_json::json!({
+            "identified": confirmed,
+            "unknown_people": tally.unknown_people,
+            "incomparable": tally.incomparable,
+            "models": idn.observer.describe(),
+        });
+        let lower = lowering(ctx, tallies, event);
+        if let Err(e) = ctx.events.set_household(event, &json, &lower) {
+            ctx.note_err(e);
+        }
+        tracing::info!(camera = %ctx.camera.id, event, identified = %json["identified"], "household recognised");
+    }
+}
+
+fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>, tallies: &Tallies) {
     pending.retain(|(event, ticket)| match ticket.try_wait() {
         None => true,
         Some(Ok(r)) => {
             ctx.stats().clips_done += 1;
-            if let Err(e) = ctx.events.add_clip(*event, &r) {
+            if let Err(e) = ctx
+                .events
+                .add_clip(*event, &r, &lowering(ctx, tallies, *event))
+            {
                 ctx.note_err(e);
             }
             false
@@ -232,10 +335,12 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
     let mut event: Option<i64> = None;
     let mut next_clip_us = 0i64;
     let mut pending: Vec<(i64, Ticket)> = Vec::with_capacity(MAX_IN_FLIGHT);
+    let mut tallies = Tallies::default();
+    let mut observations: Vec<Observation> = Vec::with_capacity(64);
     let mut gate_ns = 0u128;
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
-        poll(ctx, &mut pending);
+        poll(ctx, &mut pending, &tallies);
         pump(ctx, &mut recorder);
         let newest = ctx.camera.ring.with_newest(|f| {
             (Some(f.meta.seq) != last_seq).then(|| {
@@ -287,27 +392,34 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
                 Err(e) => ctx.note_err(e),
             }
         }
-        if let (Some(id), Some(svc), true) = (event, &ctx.xclip, step.in_motion) {
-            if now_mono >= next_clip_us {
+        if let (Some(id), true) = (event, step.in_motion) {
+            if now_mono >= next_clip_us && (ctx.xclip.is_some() || ctx.identity.is_some()) {
                 next_clip_us = now_mono + rerun_us;
-                if pending.len() >= MAX_IN_FLIGHT {
-                    ctx.stats().clips_skipped += 1;
-                } else if ctx.camera.ring.sample_since_into(
+                let n = ctx.camera.ring.sample_since_into(
                     frames_per_clip,
                     meta.ts_us - window_us,
                     &mut batch,
-                ) > 0
-                {
-                    let req = ClipRequest {
-                        camera: ctx.camera.id.clone(),
-                        frames: batch.clone(),
-                    };
-                    match svc.submit(req) {
-                        Ok(t) => {
-                            pending.push((id, t));
-                            ctx.stats().clips_submitted += 1;
+                );
+                if n > 0 {
+                    if let Some(svc) = &ctx.xclip {
+                        if pending.len() >= MAX_IN_FLIGHT {
+                            ctx.stats().clips_skipped += 1;
+                        } else {
+                            let req = ClipRequest {
+                                camera: ctx.camera.id.clone(),
+                                frames: batch.clone(),
+                            };
+                            match svc.submit(req) {
+                                Ok(t) => {
+                                    pending.push((id, t));
+                                    ctx.stats().clips_submitted += 1;
+                                }
+                                Err(_) => ctx.stats().clips_skipped += 1,
+                            }
                         }
-                        Err(_) => ctx.stats().clips_skipped += 1,
+                    }
+                    if let Some(idn) = &ctx.identity {
+                        identify(ctx, idn, id, &batch, &mut tallies, &mut observations);
                     }
                 }
             }
@@ -329,7 +441,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !pending.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        poll(ctx, &mut pending);
+        poll(ctx, &mut pending, &tallies);
     }
     if let Some(id) = event {
         if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::console::ConsoleConfig;
 use crate::events::Retention;
+use crate::household::identity::IdentityConfig;
 use crate::inference::{Category, WhenFull};
 use crate::motion::MotionConfig;
 use crate::recording::RecordingConfig;
@@ -89,6 +90,9 @@ pub struct Config {
     /// Video files of events.
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// Recognising household members and vehicles in events.
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// Serial diagnostics console of `nvr-edge run`.
     #[serde(default)]
     pub console: ConsoleConfig,
@@ -554,6 +558,23 @@ impl Config {
             s.ring_stress_frame_bytes > 0
                 && u64::from(s.ring_stress_frame_bytes) <= self.ring.max_bytes,
             "must be > 0 and fit in ring.max_bytes",
+        );
+
+        let i = &self.identity;
+        p.check(
+            "identity.min_agreeing_frames",
+            (1..=64).contains(&i.min_agreeing_frames),
+            "must be 1-64",
+        );
+        p.check(
+            "identity.member_lowers_by",
+            i.member_lowers_by <= 3,
+            "must be 0-3 risk levels",
+        );
+        p.check(
+            "identity.trusted_vehicle_lowers_by",
+            i.trusted_vehicle_lowers_by <= 3,
+            "must be 0-3 risk levels",
         );
 
         let r = &self.recording;

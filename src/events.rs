@@ -36,7 +36,12 @@ pub struct Event {
     pub end_us: Option<i64>,
     pub action: Option<String>,
     pub category: Option<String>,
+    /// What the event is ranked by: X-CLIP's risk, lowered when the household says so.
     pub risk: Option<Risk>,
+    /// X-CLIP's risk before the household was taken into account.
+    pub model_risk: Option<Risk>,
+    /// Why `risk` differs from `model_risk` (who was recognised).
+    pub risk_note: Option<String>,
     pub confidence: Option<f32>,
     pub clips: u32,
     pub household: Option<serde_json::Value>,
@@ -107,10 +112,23 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
             }),
             None => None,
         },
+        model_risk: r
+            .get::<_, Option<String>>(17)?
+            .as_deref()
+            .and_then(parse_risk),
+        risk_note: r.get(18)?,
     })
 }
 
-const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error";
+const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error, model_risk, risk_note";
+
+/// Turns X-CLIP's risk into the event's, with the reason when it changes it.
+pub type Lowering<'a> = dyn Fn(Risk) -> (Risk, Option<String>) + 'a;
+
+/// No household information: the event's risk is X-CLIP's.
+pub fn unchanged(r: Risk) -> (Risk, Option<String>) {
+    (r, None)
+}
 
 pub struct EventStore {
     conn: Mutex<Connection>,
@@ -141,13 +159,19 @@ impl EventStore {
         Ok(id)
     }
 
-    /// Record a clip's result: the event keeps the most serious result (risk, then
-    /// confidence) of all its clips.
-    pub fn add_clip(&self, id: i64, r: &ClipResult) -> Result<(), StoreError> {
+    /// Record a clip's result: the event keeps the most serious result (X-CLIP's risk,
+    /// then confidence) of all its clips; `lower` turns that risk into the event's (see
+    /// `household::identity`).
+    pub fn add_clip(
+        &self,
+        id: i64,
+        r: &ClipResult,
+        lower: &Lowering<'_>,
+    ) -> Result<(), StoreError> {
         let conn = self.conn();
         let current: Option<(Option<String>, Option<f64>)> = conn
             .query_row(
-                "SELECT risk, confidence FROM events WHERE id = ?1",
+                "SELECT model_risk, confidence FROM events WHERE id = ?1",
                 [id],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
@@ -168,22 +192,57 @@ impl EventStore {
             _ => new.1 > old.1,
         };
         if better || conf.is_none() {
+            let (risk, note) = match c.risk.map(lower) {
+                Some((r, n)) => (Some(r), n),
+                None => (None, None),
+            };
             conn.execute(
                 "UPDATE events SET action = ?2, category = ?3, risk = ?4, confidence = ?5, \
-                 model = ?6, model_placeholder = ?7, clips = clips + 1 WHERE id = ?1",
+                 model = ?6, model_placeholder = ?7, clips = clips + 1, model_risk = ?8, \
+                 risk_note = ?9 WHERE id = ?1",
                 params![
                     id,
                     c.detected_action,
                     c.category,
-                    c.risk.map(risk_str),
+                    risk.map(risk_str),
                     f64::from(c.confidence),
                     r.model,
-                    r.placeholder_model
+                    r.placeholder_model,
+                    c.risk.map(risk_str),
+                    note
                 ],
             )?;
         } else {
             conn.execute("UPDATE events SET clips = clips + 1 WHERE id = ?1", [id])?;
         }
+        Ok(())
+    }
+
+    /// Record who the household recognised in event `id` (JSON), and rank the event again
+    /// from X-CLIP's risk through `lower`.
+    pub fn set_household(
+        &self,
+        id: i64,
+        household: &serde_json::Value,
+        lower: &Lowering<'_>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let model_risk: Option<Option<String>> = conn
+            .query_row("SELECT model_risk FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(model_risk) = model_risk else {
+            return Ok(());
+        };
+        let (risk, note) = match model_risk.as_deref().and_then(parse_risk).map(lower) {
+            Some((r, n)) => (Some(r), n),
+            None => (None, None),
+        };
+        conn.execute(
+            "UPDATE events SET household = ?2, risk = COALESCE(?3, risk), risk_note = ?4 WHERE id = ?1",
+            params![id, household.to_string(), risk.map(risk_str), note],
+        )?;
         Ok(())
     }
 
@@ -307,7 +366,7 @@ pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, Str
                 "json" => Ok(serde_json::to_string(&all).unwrap_or_default()),
                 "csv" => {
                     let mut out = String::from(
-                        "id,camera,start_us,end_us,action,category,risk,confidence,clips,model,model_placeholder,video,video_state\n",
+                        "id,camera,start_us,end_us,action,category,risk,model_risk,risk_note,confidence,clips,model,model_placeholder,video,video_state\n",
                     );
                     let q = |s: &Option<String>| {
                         s.as_deref()
@@ -316,7 +375,7 @@ pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, Str
                     };
                     for e in &all {
                         out.push_str(&format!(
-                            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                             e.id,
                             q(&Some(e.camera.clone())),
                             e.start_us,
@@ -324,6 +383,8 @@ pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, Str
                             q(&e.action),
                             q(&e.category),
                             e.risk.map(risk_str).unwrap_or(""),
+                            e.model_risk.map(risk_str).unwrap_or(""),
+                            q(&e.risk_note),
                             e.confidence.map(|c| c.to_string()).unwrap_or_default(),
                             e.clips,
                             q(&e.model),

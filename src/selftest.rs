@@ -382,6 +382,7 @@ impl Probe {
             .0;
         let deps = AnalysisDeps {
             xclip: None,
+            identity: None,
             events,
             cfg: AnalysisConfig::from_config(&probe_cfg),
             clock,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::analysis::{self, AnalysisConfig, AnalysisDeps, AnalysisStats, Analyzer};
+use crate::analysis::{self, AnalysisConfig, AnalysisDeps, AnalysisStats, Analyzer, IdentityDeps};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::console;
@@ -295,6 +295,15 @@ fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, Mo
 
 impl Appliance {
     pub fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
+        Self::start_with_identity(cfg, clock, None)
+    }
+
+    /// As [`Appliance::start`], recognising the household through `identity`.
+    pub fn start_with_identity(
+        cfg: &Config,
+        clock: Arc<dyn Clock>,
+        identity: Option<Arc<IdentityDeps>>,
+    ) -> Result<Self, ServiceError> {
         let events = Arc::new(EventStore::open_in(
             &cfg.storage.data_dir,
             cfg.events.clone(),
@@ -306,6 +315,7 @@ impl Appliance {
         let pipeline = Pipeline::start(cfg, clock.clone())?;
         let deps = AnalysisDeps {
             xclip: xclip.clone(),
+            identity,
             events: events.clone(),
             cfg: AnalysisConfig::from_config(cfg),
             clock: clock.clone(),

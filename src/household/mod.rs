@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod gallery;
+pub mod identity;
 pub mod plates;
 pub mod schedule;
 pub mod vectors;

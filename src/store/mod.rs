@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_text_embeddings.sql"),
     include_str!("migrations/0004_events.sql"),
     include_str!("migrations/0005_event_video.sql"),
+    include_str!("migrations/0006_event_identity.sql"),
 ];
 
 /// Schema version this build writes.

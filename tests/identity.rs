@@ -1,0 +1,229 @@
+//! Identity: observations matched against a real household database, agreement over
+//! frames before anyone is named, and what a recognised member or trusted vehicle does to
+//! an event's risk (in the event store, and end to end through `Appliance` with an observer
+//! at the seam the real identity models fill).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nvr_edge::clock::{ManualClock, SystemClock};
+use nvr_edge::config::{Config, HouseholdSection};
+use nvr_edge::household::identity::{
+    EventIdentity, Identified, IdentityConfig, Observation, Observer,
+};
+use nvr_edge::household::{Household, NewVehicle, Role, Schedule};
+use nvr_edge::inference::Risk;
+use nvr_edge::ring::FrameBatch;
+
+const MODEL: &str = "test-embedder";
+
+fn unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut v = nvr_edge::inference::xclip::seeded_values(seed, dim);
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn household(dir: &std::path::Path) -> Household {
+    // Wall clock at 1970-01-01 00:00 UTC (a Thursday).
+    Household::open_in(
+        dir,
+        HouseholdSection::default(),
+        Arc::new(ManualClock::new(0, 0)),
+    )
+    .unwrap()
+}
+
+fn person(ts_us: i64, embedding: Vec<f32>) -> Observation {
+    Observation::Person {
+        ts_us,
+        model_id: MODEL.into(),
+        embedding,
+    }
+}
+
+#[test]
+fn a_member_is_named_after_agreeing_frames_and_lowers_the_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = household(dir.path());
+    let ann = h.add_member("Ann", Role::Resident, "", &[]).unwrap();
+    h.add_embedding(ann, MODEL, &unit(1, 192), "test").unwrap();
+    let cfg = IdentityConfig::default();
+    let mut t = EventIdentity::default();
+    // One frame, seen twice (two faces alike in one frame): one frame of agreement.
+    t.add(&h, &[person(100, unit(1, 192)), person(100, unit(1, 192))]);
+    assert_eq!(t.confirmed(&cfg).count(), 0);
+    assert_eq!(t.lower(Risk::High, &cfg), (Risk::High, None));
+    // A stranger in the next frame is counted, not named.
+    t.add(&h, &[person(200, unit(99, 192))]);
+    assert_eq!(t.unknown_people, 1);
+    // Ann again in another frame: named.
+    t.add(&h, &[person(300, unit(1, 192))]);
+    let named: Vec<_> = t.confirmed(&cfg).collect();
+    assert!(
+        matches!(named[..], [Identified::Member { member_id, frames: 2, .. }] if *member_id == ann),
+        "{named:?}"
+    );
+    let (r, why) = t.lower(Risk::High, &cfg);
+    assert_eq!(r, Risk::Low);
+    assert_eq!(why.as_deref(), Some("member Ann (was high)"));
+    // Critical goes at most to high.
+    assert_eq!(t.lower(Risk::Critical, &cfg).0, Risk::High);
+    assert_eq!(t.lower(Risk::Low, &cfg), (Risk::Low, None));
+    // Embeddings of another model are never compared.
+    let mut other = EventIdentity::default();
+    other.add(
+        &h,
+        &[Observation::Person {
+            ts_us: 1,
+            model_id: "other-model".into(),
+            embedding: unit(1, 192),
+        }],
+    );
+    assert_eq!((other.incomparable, other.candidates.len()), (1, 0));
+}
+
+#[test]
+fn a_member_outside_their_schedule_and_an_untrusted_vehicle_lower_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = household(dir.path());
+    // Expected 10:00-11:00 only; the clock says midnight.
+    let bob = h
+        .add_member(
+            "Bob",
+            Role::ServiceWorker,
+            "",
+            &[Schedule {
+                days: 0x7f,
+                start_min: 600,
+                end_min: 660,
+            }],
+        )
+        .unwrap();
+    h.add_embedding(bob, MODEL, &unit(2, 192), "test").unwrap();
+    h.add_vehicle(&NewVehicle {
+        description: "van".into(),
+        plate: Some("AB 123 CD".into()),
+        trusted: false,
+        ..NewVehicle::default()
+    })
+    .unwrap();
+    h.add_vehicle(&NewVehicle {
+        description: "family car".into(),
+        plate: Some("XY 987 ZW".into()),
+        trusted: true,
+        ..NewVehicle::default()
+    })
+    .unwrap();
+    let cfg = IdentityConfig::default();
+    let mut t = EventIdentity::default();
+    let car = |ts, plate: &str| Observation::Vehicle {
+        ts_us: ts,
+        plate: Some(plate.into()),
+        embedding: None,
+    };
+    for ts in [1, 2] {
+        t.add(&h, &[person(ts, unit(2, 192)), car(ts, "AB123CD")]);
+    }
+    // Bob is named (outside his hours); the van is not: only trusted vehicles match, as in
+    // the spec's matcher.
+    assert_eq!(t.confirmed(&cfg).count(), 1, "{:?}", t.candidates);
+    assert_eq!(t.lower(Risk::Medium, &cfg), (Risk::Medium, None));
+    // The trusted car, its plate read with one OCR confusion (Z/2): one level.
+    for ts in [3, 4] {
+        t.add(&h, &[car(ts, "XY 987 2W")]);
+    }
+    let (r, why) = t.lower(Risk::Medium, &cfg);
+    assert_eq!(r, Risk::Low);
+    assert!(why.unwrap().contains("trusted vehicle family car"));
+}
+
+/// An observer at the seam the real identity models fill: it reports `embedding` for every
+/// frame it is shown.
+struct Shows(Vec<f32>);
+
+impl Observer for Shows {
+    fn describe(&self) -> String {
+        "test observer (fixed embedding)".into()
+    }
+    fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), String> {
+        for (m, _) in frames.iter() {
+            out.push(person(m.ts_us, self.0.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {:?}
+            [xclip]
+            window_secs = 2.0
+            rerun_secs = 1.0
+            # Every prompt counts, so each event gets a risk to lower.
+            [[xclip.categories]]
+            name = "suspicious"
+            risk = "high"
+            threshold = 0.0
+            prompts = ["a person loitering", "a person looking into windows"]
+            [motion]
+            analysis_fps = 10.0
+            [[cameras]]
+            id = "porch"
+            source = "synthetic"
+            width = 320
+            height = 240
+            fps = 15
+            ring = {{ frames = 300, max_bytes = 16000000 }}
+            "#,
+            dir.path()
+        ),
+        "test",
+    )
+    .unwrap();
+    let h = Arc::new(
+        Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap(),
+    );
+    let ann = h.add_member("Ann", Role::Resident, "", &[]).unwrap();
+    h.add_embedding(ann, MODEL, &unit(1, 192), "test").unwrap();
+    let identity = nvr_edge::analysis::IdentityDeps {
+        observer: Arc::new(Shows(unit(1, 192))),
+        household: h,
+        cfg: cfg.identity.clone(),
+    };
+    let mut app = nvr_edge::service::Appliance::start_with_identity(
+        &cfg,
+        Arc::new(SystemClock),
+        Some(Arc::new(identity)),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let e = loop {
+        let events = app.events.list(10, None).unwrap();
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| e.clips >= 1 && e.household.is_some())
+        {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event naming Ann: {:?}",
+            app.analysis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    app.stop();
+    assert_eq!(e.model_risk, Some(Risk::High), "{e:?}");
+    assert_eq!(e.risk, Some(Risk::Low), "{e:?}");
+    assert_eq!(e.risk_note.as_deref(), Some("member Ann (was high)"));
+    let named = &e.household.as_ref().unwrap()["identified"][0];
+    assert_eq!(named["kind"], "member");
+    assert_eq!(named["name"], "Ann");
+    assert!(app.analysis()[0].identity_runs >= 1);
+}
