@@ -3,6 +3,8 @@
 //! service. Model contracts and design notes: `docs/architecture.md`.
 
 pub mod cli;
+pub mod face;
+pub mod onnx;
 pub mod preprocess;
 pub mod prompts;
 pub mod resample;
@@ -16,6 +18,15 @@ pub use prompts::{Category, Classification, PromptSet, Risk};
 pub use service::{ClipRequest, ClipResult, ServiceConfig, ServiceStats, WhenFull, XclipService};
 pub use tokenizer::ClipTokenizer;
 pub use xclip::{Manifest, ModelInfo, XclipModel};
+
+impl From<onnx::LoadError> for XclipError {
+    fn from(e: onnx::LoadError) -> Self {
+        XclipError::Load {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum XclipError {

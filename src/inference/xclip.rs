@@ -10,11 +10,11 @@
 //! so a wrong export fails at start with a sentence, not mid-run with a shape panic.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
+use super::onnx::{build, sha256_hex, Expect, Plan};
 use super::preprocess::PreprocessParams;
 use super::tokenizer::{Encoded, CONTEXT};
 use super::XclipError;
@@ -94,99 +94,12 @@ pub fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-type Plan = Arc<TypedRunnableModel>;
-
 /// Both graphs, optimised and ready; shareable across worker threads.
 pub struct XclipModel {
     pub info: ModelInfo,
     pub manifest: Manifest,
     text: Plan,
     video: Plan,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn load_err(path: &str, message: impl Into<String>) -> XclipError {
-    XclipError::Load {
-        path: path.to_string(),
-        message: message.into(),
-    }
-}
-
-/// Expected input: name, element type, and shape where `None` is a free (symbolic) size.
-struct Expect {
-    name: &'static str,
-    dt: DatumType,
-    shape: Vec<Option<i64>>,
-}
-
-fn describe_shape(shape: &[Option<i64>]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .map(|d| d.map_or("N".to_string(), |v| v.to_string()))
-        .collect();
-    format!("[{}]", dims.join(","))
-}
-
-fn build(path: &str, bytes: &[u8], expect: &[Expect], outputs: usize) -> Result<Plan, XclipError> {
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(bytes))
-        .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
-    let typed = model
-        .into_typed()
-        .map_err(|e| load_err(path, format!("cannot type the graph: {e:#}")))?;
-    if typed.inputs.len() != expect.len() {
-        return Err(load_err(
-            path,
-            format!(
-                "has {} inputs; expected {} ({})",
-                typed.inputs.len(),
-                expect.len(),
-                expect.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    }
-    for (i, e) in expect.iter().enumerate() {
-        let name = &typed.node(typed.inputs[i].node).name;
-        let fact = typed
-            .input_fact(i)
-            .map_err(|err| load_err(path, err.to_string()))?;
-        let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
-        let shape_ok = dims.len() == e.shape.len()
-            && dims
-                .iter()
-                .zip(&e.shape)
-                .all(|(got, want)| want.is_none() || got == want);
-        if name != e.name || fact.datum_type != e.dt || !shape_ok {
-            return Err(load_err(
-                path,
-                format!(
-                    "input {i} is {name:?} {:?} {}; expected {:?} {:?} {}",
-                    fact.datum_type,
-                    describe_shape(&dims),
-                    e.name,
-                    e.dt,
-                    describe_shape(&e.shape)
-                ),
-            ));
-        }
-    }
-    if typed.outputs.len() != outputs {
-        return Err(load_err(
-            path,
-            format!("has {} outputs; expected {outputs}", typed.outputs.len()),
-        ));
-    }
-    typed
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
 }
 
 impl XclipModel {
@@ -205,11 +118,16 @@ impl XclipModel {
                     let shown = p.display().to_string();
                     std::fs::read(&p)
                         .map(|b| (shown.clone(), b))
-                        .map_err(|e| load_err(&shown, e.to_string()))
+                        .map_err(|e| XclipError::Load {
+                            path: shown.clone(),
+                            message: e.to_string(),
+                        })
                 };
                 let (mpath, mbytes) = read(MANIFEST_FILE)?;
-                let manifest =
-                    String::from_utf8(mbytes).map_err(|_| load_err(&mpath, "not UTF-8 text"))?;
+                let manifest = String::from_utf8(mbytes).map_err(|_| XclipError::Load {
+                    path: mpath.clone(),
+                    message: "not UTF-8 text".into(),
+                })?;
                 let (tp, tb) = read(TEXT_FILE)?;
                 let (vp, vb) = read(VIDEO_FILE)?;
                 Self::from_parts(

@@ -1,0 +1,455 @@
+//! Faces: detection, alignment and embedding, with real pretrained weights (see
+//! `models/identity/`).
+//!
+//! * BlazeFace full range (MediaPipe, Apache-2.0; compiled into the binary) finds faces and
+//!   six landmarks in a frame letterboxed to 192x192.
+//! * Each face is aligned to the 112x112 ArcFace template by the least-squares similarity
+//!   transform from its eyes, nose tip and mouth centre: the embedder was trained on faces
+//!   aligned that way, and an unaligned crop costs most of its accuracy.
+//! * MobileFaceNet (192-d, fetched at setup: its weights have no licence we could
+//!   redistribute under) turns an aligned face into an embedding; its model id is the
+//!   sha256 of the original weights, so the household never compares embeddings of
+//!   different models.
+//!
+//! Faces too small (eye distance) or too blurry (variance of the Laplacian) to be worth
+//! embedding are skipped and counted: a match from a 20-pixel face is a guess.
+
+use std::path::{Path, PathBuf};
+
+use image::{imageops::FilterType, RgbImage};
+use serde::Deserialize;
+use tract_onnx::prelude::*;
+
+use super::onnx::{build, sha256_hex, Expect, LoadError, Plan};
+
+const DETECTOR_ONNX: &[u8] = include_bytes!("../../models/identity/blazeface_full.onnx");
+const DETECTOR_MANIFEST: &str = include_str!("../../models/identity/blazeface_full.json");
+const DET_SIZE: usize = 192;
+const DET_GRID: usize = 48;
+const ALIGNED: usize = 112;
+/// ArcFace's 112x112 template: (image-left) eye, (image-right) eye, nose tip, and the mouth
+/// centre (the midpoint of its two mouth corners).
+const TEMPLATE: [[f32; 2]; 4] = [
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [56.1396, 92.2848],
+];
+/// The embedder's batch is fixed by its graph.
+const EMBED_BATCH: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaceError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error("face model: {0}")]
+    Run(String),
+    #[error("image: {0}")]
+    Image(String),
+}
+
+/// What `models/identity/fetch.py` records about a model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentityManifest {
+    pub name: String,
+    pub weights: String,
+    /// sha256 of the original (TFLite) weights: the model's id.
+    pub weights_sha256: String,
+    pub onnx_sha256: String,
+    pub licence: String,
+}
+
+/// One face in image pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    pub score: f32,
+    /// x0, y0, x1, y1
+    pub bbox: [f32; 4],
+    /// Subject's right eye, left eye, nose tip, mouth centre, right ear, left ear.
+    pub keypoints: [[f32; 2]; 6],
+}
+
+impl Face {
+    pub fn eye_distance(&self) -> f32 {
+        let [a, b] = [self.keypoints[0], self.keypoints[1]];
+        ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+    }
+
+    pub fn width(&self) -> f32 {
+        self.bbox[2] - self.bbox[0]
+    }
+}
+
+pub struct FaceDetector {
+    plan: Plan,
+    pub manifest: IdentityManifest,
+    /// Sigmoid score a detection needs (MediaPipe's full-range setting: 0.6).
+    pub min_score: f32,
+    /// Overlap above which the weaker of two detections is dropped.
+    pub nms_iou: f32,
+}
+
+fn manifest(path: &str, text: &str) -> Result<IdentityManifest, FaceError> {
+    serde_json::from_str(text).map_err(|e| FaceError::Manifest {
+        path: path.to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl FaceDetector {
+    /// BlazeFace full range, as compiled into the binary.
+    pub fn builtin() -> Result<Self, FaceError> {
+        let plan = build(
+            "built-in blazeface_full.onnx",
+            DETECTOR_ONNX,
+            &[Expect {
+                name: "input",
+                dt: f32::datum_type(),
+                shape: vec![
+                    Some(1),
+                    Some(3),
+                    Some(DET_SIZE as i64),
+                    Some(DET_SIZE as i64),
+                ],
+            }],
+            2,
+        )?;
+        Ok(Self {
+            plan,
+            manifest: manifest("built-in blazeface_full.json", DETECTOR_MANIFEST)?,
+            min_score: 0.6,
+            nms_iou: 0.3,
+        })
+    }
+
+    /// Faces in `img`, strongest first.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>, FaceError> {
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Err(FaceError::Image("empty image".into()));
+        }
+        // Letterbox: scale the longer side to 192, centre, pad with black.
+        let scale = DET_SIZE as f32 / w.max(h) as f32;
+        let (nw, nh) = (
+            ((w as f32 * scale).round() as u32).clamp(1, DET_SIZE as u32),
+            ((h as f32 * scale).round() as u32).clamp(1, DET_SIZE as u32),
+        );
+        let small = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+        let (px, py) = ((DET_SIZE as u32 - nw) / 2, (DET_SIZE as u32 - nh) / 2);
+        let plane = DET_SIZE * DET_SIZE;
+        let mut input = vec![-1.0f32; 3 * plane];
+        for (x, y, p) in small.enumerate_pixels() {
+            let i = (y + py) as usize * DET_SIZE + (x + px) as usize;
+            for c in 0..3 {
+                input[c * plane + i] = f32::from(p[c]) / 127.5 - 1.0;
+            }
+        }
+        let input = Tensor::from_shape(&[1, 3, DET_SIZE, DET_SIZE], &input)
+            .map_err(|e| FaceError::Run(e.to_string()))?;
+        let out = self
+            .plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+        let plain = |i: usize| -> Result<&[f32], FaceError> {
+            out[i]
+                .try_as_plain_ram()
+                .and_then(|t| t.as_slice::<f32>())
+                .map_err(|e| FaceError::Run(e.to_string()))
+        };
+        let (reg, cls) = (plain(0)?, plain(1)?);
+        let anchors = DET_GRID * DET_GRID;
+        if reg.len() != anchors * 16 || cls.len() != anchors {
+            return Err(FaceError::Run(format!(
+                "outputs of {} and {} values; expected {} and {anchors}",
+                reg.len(),
+                cls.len(),
+                anchors * 16
+            )));
+        }
+        let mut cands: Vec<(f32, usize)> = cls
+            .iter()
+            .enumerate()
+            .map(|(i, &logit)| (1.0 / (1.0 + (-logit.clamp(-100.0, 100.0)).exp()), i))
+            .filter(|(s, _)| *s >= self.min_score)
+            .collect();
+        cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Model units (0..1 of the letterboxed square) back to image pixels.
+        let s = DET_SIZE as f32;
+        let to_px = |x: f32, y: f32| [(x * s - px as f32) / scale, (y * s - py as f32) / scale];
+        let mut faces: Vec<Face> = Vec::new();
+        for (score, i) in cands {
+            let r = &reg[i * 16..i * 16 + 16];
+            let (ax, ay) = (
+                ((i % DET_GRID) as f32 + 0.5) / DET_GRID as f32,
+                ((i / DET_GRID) as f32 + 0.5) / DET_GRID as f32,
+            );
+            let (cx, cy) = (r[0] / s + ax, r[1] / s + ay);
+            let (bw, bh) = (r[2] / s, r[3] / s);
+            let p0 = to_px(cx - bw / 2.0, cy - bh / 2.0);
+            let p1 = to_px(cx + bw / 2.0, cy + bh / 2.0);
+            let bbox = [p0[0], p0[1], p1[0], p1[1]];
+            if faces.iter().any(|f| iou(&f.bbox, &bbox) > self.nms_iou) {
+                continue;
+            }
+            let mut keypoints = [[0.0; 2]; 6];
+            for (k, kp) in keypoints.iter_mut().enumerate() {
+                *kp = to_px(r[4 + 2 * k] / s + ax, r[5 + 2 * k] / s + ay);
+            }
+            faces.push(Face {
+                score,
+                bbox,
+                keypoints,
+            });
+        }
+        Ok(faces)
+    }
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = ix * iy;
+    let area = |r: &[f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter).max(f32::EPSILON)
+}
+
+/// Run `plan` on one f32 input of `shape` and return every output value, outputs
+/// concatenated in graph order (for parity checks against another runtime).
+fn run_raw(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, FaceError> {
+    let t = Tensor::from_shape(shape, input).map_err(|e| FaceError::Run(e.to_string()))?;
+    let out = plan
+        .run(tvec!(t.into_tvalue()))
+        .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+    let mut all = Vec::new();
+    for o in out.iter() {
+        let v = o
+            .try_as_plain_ram()
+            .and_then(|t| t.as_slice::<f32>())
+            .map_err(|e| FaceError::Run(e.to_string()))?;
+        all.extend_from_slice(v);
+    }
+    Ok(all)
+}
+
+impl FaceDetector {
+    /// The raw graph outputs for an input of [1,3,192,192] values.
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, FaceError> {
+        run_raw(&self.plan, &[1, 3, DET_SIZE, DET_SIZE], input)
+    }
+}
+
+/// The face cut out and warped onto the 112x112 template (bilinear; outside the image is
+/// black).
+pub fn align(img: &RgbImage, face: &Face) -> RgbImage {
+    // Least-squares similarity (rotation, uniform scale, translation) from the landmarks to
+    // the template, as complex numbers: dst = a * src + t.
+    let src = &face.keypoints[..4];
+    let n = src.len() as f32;
+    let mean = |p: &[[f32; 2]]| {
+        let (x, y) = p.iter().fold((0.0, 0.0), |(x, y), q| (x + q[0], y + q[1]));
+        [x / n, y / n]
+    };
+    let (ms, md) = (mean(src), mean(&TEMPLATE));
+    let (mut num_re, mut num_im, mut den) = (0.0f32, 0.0f32, 0.0f32);
+    for (s, d) in src.iter().zip(&TEMPLATE) {
+        let (sx, sy) = (s[0] - ms[0], s[1] - ms[1]);
+        let (dx, dy) = (d[0] - md[0], d[1] - md[1]);
+        // (d) * conj(s)
+        num_re += dx * sx + dy * sy;
+        num_im += dy * sx - dx * sy;
+        den += sx * sx + sy * sy;
+    }
+    let (a_re, a_im) = if den > 0.0 {
+        (num_re / den, num_im / den)
+    } else {
+        (1.0, 0.0)
+    };
+    // Inverse map: src = (dst - t) / a.
+    let t = [
+        md[0] - (a_re * ms[0] - a_im * ms[1]),
+        md[1] - (a_im * ms[0] + a_re * ms[1]),
+    ];
+    let mag = (a_re * a_re + a_im * a_im).max(f32::EPSILON);
+    let (i_re, i_im) = (a_re / mag, -a_im / mag);
+    let (w, h) = img.dimensions();
+    let mut out = RgbImage::new(ALIGNED as u32, ALIGNED as u32);
+    for (ox, oy, px) in out.enumerate_pixels_mut() {
+        let (dx, dy) = (ox as f32 - t[0], oy as f32 - t[1]);
+        let sx = i_re * dx - i_im * dy;
+        let sy = i_im * dx + i_re * dy;
+        *px = bilinear(img, w, h, sx, sy);
+    }
+    out
+}
+
+fn bilinear(img: &RgbImage, w: u32, h: u32, x: f32, y: f32) -> image::Rgb<u8> {
+    if !(x > -1.0 && y > -1.0 && x < w as f32 && y < h as f32) {
+        return image::Rgb([0, 0, 0]);
+    }
+    let (x0, y0) = (x.floor(), y.floor());
+    let (fx, fy) = (x - x0, y - y0);
+    let get = |xi: f32, yi: f32| -> [f32; 3] {
+        if xi < 0.0 || yi < 0.0 || xi >= w as f32 || yi >= h as f32 {
+            return [0.0; 3];
+        }
+        let p = img.get_pixel(xi as u32, yi as u32);
+        [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
+    };
+    let (a, b, c, d) = (
+        get(x0, y0),
+        get(x0 + 1.0, y0),
+        get(x0, y0 + 1.0),
+        get(x0 + 1.0, y0 + 1.0),
+    );
+    let mut o = [0u8; 3];
+    for k in 0..3 {
+        let top = a[k] + (b[k] - a[k]) * fx;
+        let bot = c[k] + (d[k] - c[k]) * fx;
+        o[k] = (top + (bot - top) * fy).round().clamp(0.0, 255.0) as u8;
+    }
+    image::Rgb(o)
+}
+
+/// Variance of the Laplacian of the luma: low on blurred or featureless faces.
+pub fn sharpness(face: &RgbImage) -> f32 {
+    let (w, h) = face.dimensions();
+    if w < 3 || h < 3 {
+        return 0.0;
+    }
+    let luma = |x: u32, y: u32| {
+        let p = face.get_pixel(x, y);
+        0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])
+    };
+    let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0.0f64);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let l = luma(x - 1, y) + luma(x + 1, y) + luma(x, y - 1) + luma(x, y + 1)
+                - 4.0 * luma(x, y);
+            sum += f64::from(l);
+            sq += f64::from(l) * f64::from(l);
+            n += 1.0;
+        }
+    }
+    ((sq / n) - (sum / n).powi(2)) as f32
+}
+
+pub struct FaceEmbedder {
+    plan: Plan,
+    pub manifest: IdentityManifest,
+    pub path: PathBuf,
+    pub dim: usize,
+}
+
+impl FaceEmbedder {
+    /// Load `mobilefacenet.onnx` and its manifest `mobilefacenet.json` from `dir`; the file
+    /// must be the one the manifest describes.
+    pub fn load(dir: &Path) -> Result<Self, FaceError> {
+        let path = dir.join("mobilefacenet.onnx");
+        let mpath = dir.join("mobilefacenet.json");
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(&path).map_err(|e| LoadError {
+            path: shown.clone(),
+            message: format!("{e} (fetch it with models/identity/fetch.py)"),
+        })?;
+        let mtext = std::fs::read_to_string(&mpath).map_err(|e| FaceError::Manifest {
+            path: mpath.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let manifest = manifest(&mpath.display().to_string(), &mtext)?;
+        let sha = sha256_hex(&bytes);
+        if sha != manifest.onnx_sha256 {
+            return Err(LoadError {
+                path: shown,
+                message: format!(
+                    "sha256 {sha} differs from its manifest's {} (truncated or replaced?)",
+                    manifest.onnx_sha256
+                ),
+            }
+            .into());
+        }
+        let plan = build(
+            &shown,
+            &bytes,
+            &[Expect {
+                name: "input",
+                dt: f32::datum_type(),
+                shape: vec![
+                    Some(EMBED_BATCH as i64),
+                    Some(3),
+                    Some(ALIGNED as i64),
+                    Some(ALIGNED as i64),
+                ],
+            }],
+            1,
+        )?;
+        let mut e = Self {
+            plan,
+            manifest,
+            path,
+            dim: 0,
+        };
+        let probe = e.embed(&[RgbImage::new(ALIGNED as u32, ALIGNED as u32)])?;
+        e.dim = probe[0].len();
+        Ok(e)
+    }
+
+    /// The raw graph outputs for an input of [2,3,112,112] values.
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, FaceError> {
+        run_raw(&self.plan, &[EMBED_BATCH, 3, ALIGNED, ALIGNED], input)
+    }
+
+    /// The household's model id for this embedder's vectors.
+    pub fn model_id(&self) -> String {
+        format!("{}:{}", self.manifest.name, self.manifest.weights_sha256)
+    }
+
+    /// Unit-length embeddings of aligned 112x112 faces, in order.
+    pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, FaceError> {
+        let plane = ALIGNED * ALIGNED;
+        let mut out = Vec::with_capacity(faces.len());
+        for chunk in faces.chunks(EMBED_BATCH) {
+            let mut input = vec![0.0f32; EMBED_BATCH * 3 * plane];
+            for b in 0..EMBED_BATCH {
+                // A short last batch repeats its first face; that result is dropped.
+                let f = chunk.get(b).unwrap_or(&chunk[0]);
+                if f.dimensions() != (ALIGNED as u32, ALIGNED as u32) {
+                    return Err(FaceError::Image(format!(
+                        "aligned face is {:?}, expected 112x112",
+                        f.dimensions()
+                    )));
+                }
+                for (x, y, p) in f.enumerate_pixels() {
+                    let i = y as usize * ALIGNED + x as usize;
+                    for c in 0..3 {
+                        input[(b * 3 + c) * plane + i] = (f32::from(p[c]) - 127.5) / 128.0;
+                    }
+                }
+            }
+            let t = Tensor::from_shape(&[EMBED_BATCH, 3, ALIGNED, ALIGNED], &input)
+                .map_err(|e| FaceError::Run(e.to_string()))?;
+            let res = self
+                .plan
+                .run(tvec!(t.into_tvalue()))
+                .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+            let v = res[0]
+                .try_as_plain_ram()
+                .and_then(|t| t.as_slice::<f32>())
+                .map_err(|e| FaceError::Run(e.to_string()))?;
+            let dim = v.len() / EMBED_BATCH;
+            for b in 0..chunk.len() {
+                let mut e = v[b * dim..(b + 1) * dim].to_vec();
+                let n = e
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f32>()
+                    .sqrt()
+                    .max(f32::EPSILON);
+                e.iter_mut().for_each(|x| *x /= n);
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,111 @@
+//! Loading ONNX graphs with tract the same way for every model: each graph's input names,
+//! element types and shapes are checked against its contract and an error names the file
+//! and the expectation when they differ, so a wrong or corrupt model fails at start with a
+//! sentence, not mid-run with a shape panic.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+/// An optimised graph, shareable across threads.
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// A model file that is missing, unreadable, not ONNX, or not the expected graph.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct LoadError {
+    pub path: String,
+    pub message: String,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn load_err(path: &str, message: impl Into<String>) -> LoadError {
+    LoadError {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Expected input: name, element type, and shape where `None` is a free (symbolic) size.
+pub struct Expect {
+    pub name: &'static str,
+    pub dt: DatumType,
+    pub shape: Vec<Option<i64>>,
+}
+
+fn describe_shape(shape: &[Option<i64>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or("N".to_string(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", dims.join(","))
+}
+
+/// Load an ONNX graph from `bytes` (named `path` in errors), check its inputs against
+/// `expect` and its output count, and optimise it for running.
+pub fn build(
+    path: &str,
+    bytes: &[u8],
+    expect: &[Expect],
+    outputs: usize,
+) -> Result<Plan, LoadError> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
+    let typed = model
+        .into_typed()
+        .map_err(|e| load_err(path, format!("cannot type the graph: {e:#}")))?;
+    if typed.inputs.len() != expect.len() {
+        return Err(load_err(
+            path,
+            format!(
+                "has {} inputs; expected {} ({})",
+                typed.inputs.len(),
+                expect.len(),
+                expect.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for (i, e) in expect.iter().enumerate() {
+        let name = &typed.node(typed.inputs[i].node).name;
+        let fact = typed
+            .input_fact(i)
+            .map_err(|err| load_err(path, err.to_string()))?;
+        let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
+        let shape_ok = dims.len() == e.shape.len()
+            && dims
+                .iter()
+                .zip(&e.shape)
+                .all(|(got, want)| want.is_none() || got == want);
+        if name != e.name || fact.datum_type != e.dt || !shape_ok {
+            return Err(load_err(
+                path,
+                format!(
+                    "input {i} is {name:?} {:?} {}; expected {:?} {:?} {}",
+                    fact.datum_type,
+                    describe_shape(&dims),
+                    e.name,
+                    e.dt,
+                    describe_shape(&e.shape)
+                ),
+            ));
+        }
+    }
+    if typed.outputs.len() != outputs {
+        return Err(load_err(
+            path,
+            format!("has {} outputs; expected {outputs}", typed.outputs.len()),
+        ));
+    }
+    typed
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
+}
