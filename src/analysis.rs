@@ -19,10 +19,8 @@ use crate::capture::worker::CameraShared;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::EventStore;
-use crate::household::identity::{
-    EventIdentity, Identified, IdentityConfig, Observation, Observer,
-};
-use crate::household::Household;
+pub use crate::household::identity::IdentityDeps;
+use crate::household::identity::{EventIdentity, Identified, Observation};
 use crate::inference::service::Ticket;
 use crate::inference::{ClipRequest, Risk, XclipError, XclipService};
 use crate::motion::{MotionConfig, MotionGate};
@@ -93,13 +91,6 @@ struct Ctx {
     clock: Arc<dyn Clock>,
     stats: Arc<Mutex<AnalysisStats>>,
     stop: Arc<AtomicBool>,
-}
-
-/// The identity models and the household they are matched against.
-pub struct IdentityDeps {
-    pub observer: Arc<dyn Observer>,
-    pub household: Arc<Household>,
-    pub cfg: IdentityConfig,
 }
 
 /// What one camera's analysis needs besides its camera; shared by all cameras.

@@ -235,8 +235,8 @@ pub struct HouseholdSection {
 impl Default for HouseholdSection {
     fn default() -> Self {
         Self {
-            match_threshold: 0.85,
-            unknown_threshold: 0.70,
+            match_threshold: 0.60,
+            unknown_threshold: 0.45,
             vehicle_visual_threshold: 0.90,
             plate_max_distance: 1,
             plate_fuzzy_min_len: 4,
@@ -561,6 +561,26 @@ impl Config {
         );
 
         let i = &self.identity;
+        p.check(
+            "identity.models_dir",
+            !i.models_dir.as_os_str().is_empty(),
+            "must not be empty",
+        );
+        p.check(
+            "identity.min_eye_distance_px",
+            i.min_eye_distance_px.is_finite() && (4.0..=1000.0).contains(&i.min_eye_distance_px),
+            "must be 4-1000 pixels",
+        );
+        p.check(
+            "identity.min_sharpness",
+            i.min_sharpness.is_finite() && i.min_sharpness >= 0.0,
+            "must be >= 0",
+        );
+        p.check(
+            "identity.max_faces_per_frame",
+            (1..=32).contains(&i.max_faces_per_frame),
+            "must be 1-32",
+        );
         p.check(
             "identity.min_agreeing_frames",
             (1..=64).contains(&i.min_agreeing_frames),

@@ -294,8 +294,20 @@ fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, Mo
 }
 
 impl Appliance {
+    /// Start everything `cfg` asks for, the identity models included when installed.
     pub fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
-        Self::start_with_identity(cfg, clock, None)
+        let identity = match crate::household::identity::load(cfg, clock.clone()) {
+            Ok(Some(i)) => {
+                tracing::info!(models = %i.observer.describe(), "identity models loaded");
+                Some(Arc::new(i))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "identity models not loaded: events name nobody");
+                None
+            }
+        };
+        Self::start_with_identity(cfg, clock, identity)
     }
 
     /// As [`Appliance::start`], recognising the household through `identity`.

@@ -23,8 +23,18 @@ fn open(dir: &tempfile::TempDir) -> Household {
     open_with(dir, Arc::new(SystemClock))
 }
 
+/// The thresholds of the spec's matcher (its re-ID embeddings): the spec's cases are
+/// written against them. nvr-edge's own defaults suit its face embedder (see config).
+fn spec_thresholds() -> HouseholdSection {
+    HouseholdSection {
+        match_threshold: 0.85,
+        unknown_threshold: 0.70,
+        ..HouseholdSection::default()
+    }
+}
+
 fn open_with(dir: &tempfile::TempDir, clock: Arc<dyn Clock>) -> Household {
-    Household::open_in(dir.path(), HouseholdSection::default(), clock).unwrap()
+    Household::open_in(dir.path(), spec_thresholds(), clock).unwrap()
 }
 
 /// `n` members with one seeded random unit embedding each; returns (ids, vectors).

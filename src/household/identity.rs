@@ -14,6 +14,8 @@
 //! their schedule, an uncertain match or an untrusted vehicle lowers nothing; the event
 //! records them anyway.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -29,6 +31,18 @@ const MAX_TRACKED: usize = 16;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
+    /// Run the identity models on events (when they are installed).
+    pub enabled: bool,
+    /// Fail the self-test when the models are missing (devices that ship them).
+    pub required: bool,
+    /// Directory with mobilefacenet.onnx and mobilefacenet.json (models/identity/fetch.py);
+    /// the face detector is built in.
+    pub models_dir: PathBuf,
+    /// Faces with eyes closer than this (frame pixels) are too small to embed.
+    pub min_eye_distance_px: f32,
+    /// Aligned faces less sharp than this (variance of the Laplacian) are skipped.
+    pub min_sharpness: f32,
+    pub max_faces_per_frame: u32,
     /// Frames (of the event's clip windows) in which the same member or vehicle must match
     /// before the event names them.
     pub min_agreeing_frames: u32,
@@ -41,6 +55,12 @@ pub struct IdentityConfig {
 impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
+            required: false,
+            models_dir: PathBuf::from("models/identity"),
+            min_eye_distance_px: 12.0,
+            min_sharpness: 20.0,
+            max_faces_per_frame: 4,
             min_agreeing_frames: 2,
             member_lowers_by: 2,
             trusted_vehicle_lowers_by: 1,
@@ -63,6 +83,9 @@ pub enum Observation {
         plate: Option<String>,
         embedding: Option<(String, Vec<f32>)>,
     },
+    /// Something the models saw but could not use (a tiny or blurry face, a frame that
+    /// does not decode): counted, never matched.
+    Skipped { ts_us: i64, why: &'static str },
 }
 
 /// The identity models, as the analysis sees them.
@@ -71,6 +94,41 @@ pub trait Observer: Send + Sync {
     fn describe(&self) -> String;
     /// Append what is seen in `frames` to `out`.
     fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), String>;
+}
+
+/// The identity models and the household they are matched against, as the analysis
+/// gets them.
+pub struct IdentityDeps {
+    pub observer: std::sync::Arc<dyn Observer>,
+    pub household: std::sync::Arc<Household>,
+    pub cfg: IdentityConfig,
+}
+
+/// Load the face models of `[identity]` and open the household. `Ok(None)`: identity is
+/// off in the config. An error says what is missing; the caller runs without identity.
+pub fn load(
+    cfg: &crate::config::Config,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+) -> Result<Option<IdentityDeps>, String> {
+    use crate::inference::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
+    let c = &cfg.identity;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let detector = FaceDetector::builtin().map_err(|e| e.to_string())?;
+    let embedder = FaceEmbedder::load(&c.models_dir).map_err(|e| e.to_string())?;
+    let household = Household::open_in(&cfg.storage.data_dir, cfg.household.clone(), clock)
+        .map_err(|e| crate::error_chain(&e))?;
+    let filter = FaceFilter {
+        min_eye_distance_px: c.min_eye_distance_px,
+        min_sharpness: c.min_sharpness,
+        max_faces_per_frame: c.max_faces_per_frame as usize,
+    };
+    Ok(Some(IdentityDeps {
+        observer: std::sync::Arc::new(FaceObserver::new(detector, embedder, filter)),
+        household: std::sync::Arc::new(household),
+        cfg: c.clone(),
+    }))
 }
 
 /// Someone or something of the household, seen in an event.
@@ -108,6 +166,8 @@ pub struct EventIdentity {
     pub incomparable: u32,
     /// Candidates beyond the bounded list.
     pub untracked: u32,
+    /// Observations the models could not use, by reason (a handful of fixed reasons).
+    pub skipped: Vec<(&'static str, u32)>,
     /// Capture time of the last frame counted for each candidate (same order).
     #[serde(skip)]
     last_ts: Vec<i64>,
@@ -144,6 +204,12 @@ impl EventIdentity {
                     PersonMatch::UnavailableReenroll { .. } => self.incomparable += 1,
                     _ => self.unknown_people += 1,
                 },
+                Observation::Skipped { why, .. } => {
+                    match self.skipped.iter_mut().find(|(w, _)| w == why) {
+                        Some((_, n)) => *n += 1,
+                        None => self.skipped.push((why, 1)),
+                    }
+                }
                 Observation::Vehicle {
                     ts_us,
                     plate,

@@ -453,3 +453,107 @@ impl FaceEmbedder {
         Ok(out)
     }
 }
+
+/// Thresholds for the faces worth embedding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceFilter {
+    /// Smallest distance between the eyes, in frame pixels.
+    pub min_eye_distance_px: f32,
+    /// Smallest variance of the Laplacian of the aligned face (see [`sharpness`]).
+    pub min_sharpness: f32,
+    /// Faces embedded per frame at most (strongest first); the rest are skipped.
+    pub max_faces_per_frame: usize,
+}
+
+/// The identity models as the analysis uses them: faces in the frames of a clip window,
+/// each embedded, as observations for the household matcher. Frames are JPEG (as the ring
+/// holds them); one that does not decode is skipped, counted.
+pub struct FaceObserver {
+    pub detector: FaceDetector,
+    pub embedder: FaceEmbedder,
+    pub filter: FaceFilter,
+    model_id: String,
+}
+
+impl FaceObserver {
+    pub fn new(detector: FaceDetector, embedder: FaceEmbedder, filter: FaceFilter) -> Self {
+        let model_id = embedder.model_id();
+        Self {
+            detector,
+            embedder,
+            filter,
+            model_id,
+        }
+    }
+
+    /// Faces in `img` that pass the filter, aligned, with the reason for each one skipped.
+    pub fn faces(&self, img: &RgbImage) -> Result<(Vec<RgbImage>, Vec<&'static str>), FaceError> {
+        let mut kept = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, f) in self.detector.detect(img)?.iter().enumerate() {
+            if i >= self.filter.max_faces_per_frame {
+                skipped.push("too many faces in the frame");
+            } else if f.eye_distance() < self.filter.min_eye_distance_px {
+                skipped.push("face too small");
+            } else {
+                let a = align(img, f);
+                if sharpness(&a) < self.filter.min_sharpness {
+                    skipped.push("face too blurry");
+                } else {
+                    kept.push(a);
+                }
+            }
+        }
+        Ok((kept, skipped))
+    }
+}
+
+impl crate::household::identity::Observer for FaceObserver {
+    fn describe(&self) -> String {
+        format!(
+            "faces: {} ({} weights, {}) + {} ({} weights, {})",
+            self.detector.manifest.name,
+            self.detector.manifest.weights,
+            self.detector.manifest.licence,
+            self.embedder.manifest.name,
+            self.embedder.manifest.weights,
+            self.embedder.path.display()
+        )
+    }
+
+    fn observe(
+        &self,
+        frames: &crate::ring::FrameBatch,
+        out: &mut Vec<crate::household::identity::Observation>,
+    ) -> Result<(), String> {
+        use crate::household::identity::Observation;
+        for (meta, bytes) in frames.iter() {
+            let img = match image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg) {
+                Ok(i) => i.to_rgb8(),
+                Err(_) => {
+                    out.push(Observation::Skipped {
+                        ts_us: meta.ts_us,
+                        why: "frame does not decode",
+                    });
+                    continue;
+                }
+            };
+            let (faces, skipped) = self.faces(&img).map_err(|e| e.to_string())?;
+            out.extend(skipped.into_iter().map(|why| Observation::Skipped {
+                ts_us: meta.ts_us,
+                why,
+            }));
+            if faces.is_empty() {
+                continue;
+            }
+            for embedding in self.embedder.embed(&faces).map_err(|e| e.to_string())? {
+                out.push(Observation::Person {
+                    ts_us: meta.ts_us,
+                    model_id: self.model_id.clone(),
+                    embedding,
+                });
+            }
+        }
+        Ok(())
+    }
+}
