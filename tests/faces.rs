@@ -147,4 +147,3 @@ fn the_same_man_in_two_photos_matches_and_another_man_does_not() {
         assert!(o < 0.35, "different people: {others:?}");
     }
 }
-

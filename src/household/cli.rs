@@ -2,7 +2,7 @@
 //! Every command prints JSON on stdout. Bad input is refused before anything is written,
 //! with exit status 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
@@ -12,6 +12,8 @@ use super::vectors::{read_vector_file, VectorFileError};
 use super::{Household, HouseholdError, NewVehicle, Role, Schedule, VehicleProbe};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::inference::face::{Face, FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
+use image::RgbImage;
 
 #[derive(Debug, Subcommand)]
 pub enum HouseholdCmd {
@@ -80,6 +82,28 @@ pub enum HouseholdCmd {
         #[arg(long)]
         top_k: Option<usize>,
     },
+    /// Enrol a member from photos: find the face, align it, embed it with the face model
+    /// and store it. With --not, the photos show someone who must never be taken for the
+    /// member (negative enrolment). Every photo is checked before anything is stored.
+    Enroll {
+        /// The member the photos show.
+        #[arg(long, required_unless_present = "not", conflicts_with = "not")]
+        member: Option<i64>,
+        /// The member the photos must never match.
+        #[arg(long = "not")]
+        not: Option<i64>,
+        /// Photo (JPEG or PNG); repeatable.
+        #[arg(long, required = true)]
+        image: Vec<PathBuf>,
+        /// Which face, counted from the left, when a photo shows several.
+        #[arg(long)]
+        face: Option<usize>,
+    },
+    /// Find the faces in a photo and match each against the household.
+    Identify {
+        #[arg(long)]
+        image: PathBuf,
+    },
     /// Match a vehicle by plate and/or visual embedding.
     MatchVehicle {
         #[arg(long)]
@@ -120,6 +144,9 @@ pub enum CliError {
     File(#[from] VectorFileError),
     #[error("{0}")]
     Usage(String),
+    /// The face models are not available (exit 1: not the input's fault).
+    #[error("face models: {0}")]
+    Models(String),
 }
 
 impl CliError {
@@ -127,6 +154,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Household(e) if !e.is_input_error() => 1,
+            CliError::Models(_) => 1,
             _ => 2,
         }
     }
@@ -137,6 +165,10 @@ pub fn run(cmd: &HouseholdCmd, cfg: &Config) -> Result<serde_json::Value, CliErr
     // Parse every argument before touching the database.
     let parsed_embedding = match cmd {
         HouseholdCmd::AddEmbedding { file, .. } => Some(read_vector_file(file)?),
+        _ => None,
+    };
+    let enrolment = match cmd {
+        HouseholdCmd::Enroll { image, face, .. } => Some(faces_for_enrolment(cfg, image, *face)?),
         _ => None,
     };
     let hh = Household::open_in(
@@ -213,6 +245,53 @@ pub fn run(cmd: &HouseholdCmd, cfg: &Config) -> Result<serde_json::Value, CliErr
             }
             out
         }
+        HouseholdCmd::Enroll { member, not, .. } => {
+            let (model_id, faces) = enrolment.unwrap_or_default();
+            let negative = not.is_some();
+            let target = member.or(*not).unwrap_or_default();
+            // One transaction per embedding, but every photo was checked above and the
+            // member is checked here first, so bad input stores nothing.
+            if !hh.members()?.iter().any(|m| m.id == target) {
+                return Err(HouseholdError::NoMember(target).into());
+            }
+            let mut stored = Vec::new();
+            for f in faces {
+                let id = if negative {
+                    hh.add_negative_embedding(target, &model_id, &f.embedding, &f.source)?
+                } else {
+                    hh.add_embedding(target, &model_id, &f.embedding, &f.source)?
+                };
+                stored.push(json!({ "embedding_id": id, "image": f.image, "face": f.face, "box": f.bbox, "sharpness": f.sharpness }));
+            }
+            json!({ "member_id": target, "negative": negative, "model_id": model_id, "stored": stored })
+        }
+        HouseholdCmd::Identify { image } => {
+            let obs = observer(cfg)?;
+            let img = read_image(image)?;
+            let faces = left_to_right(
+                obs.detector
+                    .detect(&img)
+                    .map_err(|e| CliError::Models(e.to_string()))?,
+            );
+            let mut out = Vec::new();
+            for (i, f) in faces.iter().enumerate() {
+                let aligned = crate::inference::face::align(&img, f);
+                let sharp = crate::inference::face::sharpness(&aligned);
+                let e = obs
+                    .embedder
+                    .embed(&[aligned])
+                    .map_err(|e| CliError::Models(e.to_string()))?
+                    .remove(0);
+                out.push(json!({
+                    "face": i,
+                    "box": f.bbox,
+                    "eye_distance_px": f.eye_distance(),
+                    "sharpness": sharp,
+                    "match": hh.match_person(&e, Some(&obs.embedder.model_id())),
+                }));
+            }
+            json!({ "image": image, "faces": out })
+        }
         HouseholdCmd::MatchVehicle {
             plate,
             vehicle_type,
@@ -234,4 +313,110 @@ pub fn run(cmd: &HouseholdCmd, cfg: &Config) -> Result<serde_json::Value, CliErr
             serde_json::to_value(hh.match_vehicle(probe)).unwrap_or_default()
         }
     })
+}
+
+/// The face models `[identity]` names: the built-in detector and the installed embedder.
+fn observer(cfg: &Config) -> Result<FaceObserver, CliError> {
+    let detector = FaceDetector::builtin().map_err(|e| CliError::Models(e.to_string()))?;
+    let embedder = FaceEmbedder::load(&cfg.identity.models_dir)
+        .map_err(|e| CliError::Models(e.to_string()))?;
+    Ok(FaceObserver::new(
+        detector,
+        embedder,
+        FaceFilter {
+            min_eye_distance_px: cfg.identity.min_eye_distance_px,
+            min_sharpness: cfg.identity.min_sharpness,
+            max_faces_per_frame: usize::MAX,
+        },
+    ))
+}
+
+fn read_image(path: &Path) -> Result<RgbImage, CliError> {
+    image::open(path)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| CliError::Usage(format!("{}: not a readable image: {e}", path.display())))
+}
+
+/// Faces numbered as a person reading the photo would: from the left.
+fn left_to_right(mut faces: Vec<Face>) -> Vec<Face> {
+    faces.sort_by(|a, b| a.bbox[0].total_cmp(&b.bbox[0]));
+    faces
+}
+
+struct EnrolFace {
+    image: String,
+    face: usize,
+    bbox: [f32; 4],
+    sharpness: f32,
+    embedding: Vec<f32>,
+    source: String,
+}
+
+/// One face per photo, checked and embedded; any photo that does not give exactly one
+/// usable face refuses the whole enrolment, saying which and why.
+fn faces_for_enrolment(
+    cfg: &Config,
+    images: &[PathBuf],
+    pick: Option<usize>,
+) -> Result<(String, Vec<EnrolFace>), CliError> {
+    let obs = observer(cfg)?;
+    let mut out = Vec::new();
+    for path in images {
+        let shown = path.display().to_string();
+        let img = read_image(path)?;
+        let faces = left_to_right(
+            obs.detector
+                .detect(&img)
+                .map_err(|e| CliError::Models(e.to_string()))?,
+        );
+        let i = match (faces.len(), pick) {
+            (0, _) => return Err(CliError::Usage(format!("{shown}: no face found"))),
+            (1, None) => 0,
+            (n, None) => {
+                return Err(CliError::Usage(format!(
+                    "{shown}: {n} faces; choose one with --face 0..{} (counted from the left)",
+                    n - 1
+                )))
+            }
+            (n, Some(k)) if k >= n => {
+                return Err(CliError::Usage(format!(
+                    "{shown}: --face {k}, but the photo has {n} face(s)"
+                )))
+            }
+            (_, Some(k)) => k,
+        };
+        let f = &faces[i];
+        if f.eye_distance() < obs.filter.min_eye_distance_px {
+            return Err(CliError::Usage(format!(
+                "{shown}: face {i} too small (eyes {:.0} px apart, at least {:.0} needed)",
+                f.eye_distance(),
+                obs.filter.min_eye_distance_px
+            )));
+        }
+        let aligned = crate::inference::face::align(&img, f);
+        let sharp = crate::inference::face::sharpness(&aligned);
+        if sharp < obs.filter.min_sharpness {
+            return Err(CliError::Usage(format!(
+                "{shown}: face {i} too blurry (sharpness {sharp:.1}, at least {:.1} needed)",
+                obs.filter.min_sharpness
+            )));
+        }
+        let embedding = obs
+            .embedder
+            .embed(&[aligned])
+            .map_err(|e| CliError::Models(e.to_string()))?
+            .remove(0);
+        let name = path
+            .file_name()
+            .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+        out.push(EnrolFace {
+            image: shown,
+            face: i,
+            bbox: f.bbox,
+            sharpness: sharp,
+            embedding,
+            source: format!("enroll:{name}#face{i}"),
+        });
+    }
+    Ok((obs.embedder.model_id(), out))
 }

@@ -92,6 +92,9 @@ pub struct GallerySet {
     /// One matrix per (model id, dimension); few enough that a linear lookup (which
     /// needs no key allocation) beats hashing.
     pub persons: Vec<(String, Matrix)>,
+    /// Negative enrolments, laid out like `persons`: each row is someone who must never
+    /// be taken for the row's member.
+    pub negatives: Vec<(String, Matrix)>,
     pub members: HashMap<i64, MemberInfo>,
     pub vehicles: Vec<VehicleInfo>,
     /// Person embedding rows left out as corrupt.
@@ -128,6 +131,14 @@ pub enum PersonMatch {
     NoMatch {
         best_similarity: Option<f32>,
     },
+    /// Like a member, but at least as close to someone enrolled as *not* them (negative
+    /// enrolment): not named.
+    Excluded {
+        member_id: i64,
+        name: String,
+        similarity: f32,
+        negative_similarity: f32,
+    },
     /// Nothing comparable: the probe has no model id, or no enrolled embedding shares its
     /// model and dimension. The members need enrolling again with the current model.
     UnavailableReenroll {
@@ -146,6 +157,23 @@ pub struct Candidate {
     pub similarity: f32,
 }
 
+fn matrix_in<'a>(set: &'a mut Vec<(String, Matrix)>, model_id: &str, dim: usize) -> &'a mut Matrix {
+    let i = match set.iter().position(|(m, x)| m == model_id && x.dim == dim) {
+        Some(i) => i,
+        None => {
+            set.push((
+                model_id.to_string(),
+                Matrix {
+                    dim,
+                    ..Matrix::default()
+                },
+            ));
+            set.len() - 1
+        }
+    };
+    &mut set[i].1
+}
+
 impl GallerySet {
     pub fn person_rows(&self) -> usize {
         self.persons.iter().map(|(_, m)| m.rows()).sum()
@@ -161,24 +189,12 @@ impl GallerySet {
 
     /// The matrix of `model_id` with `dim` dimensions, created empty if missing.
     pub fn matrix_mut(&mut self, model_id: &str, dim: usize) -> &mut Matrix {
-        let i = match self
-            .persons
-            .iter()
-            .position(|(m, x)| m == model_id && x.dim == dim)
-        {
-            Some(i) => i,
-            None => {
-                self.persons.push((
-                    model_id.to_string(),
-                    Matrix {
-                        dim,
-                        ..Matrix::default()
-                    },
-                ));
-                self.persons.len() - 1
-            }
-        };
-        &mut self.persons[i].1
+        matrix_in(&mut self.persons, model_id, dim)
+    }
+
+    /// As [`GallerySet::matrix_mut`], for negative enrolments.
+    pub fn negatives_mut(&mut self, model_id: &str, dim: usize) -> &mut Matrix {
+        matrix_in(&mut self.negatives, model_id, dim)
     }
 
     fn comparable(&self, probe: &[f32], model_id: Option<&str>) -> Result<&Matrix, PersonMatch> {
@@ -243,6 +259,28 @@ impl GallerySet {
                 best_similarity: Some(best),
             };
         };
+        if best >= th.unknown_threshold {
+            let mut negative = f32::NEG_INFINITY;
+            if let Some((_, n)) = self
+                .negatives
+                .iter()
+                .find(|(m, x)| Some(m.as_str()) == model_id && x.dim == probe.len())
+            {
+                n.for_each_score(probe, |row, s| {
+                    if n.members[row] == member_id {
+                        negative = negative.max(s);
+                    }
+                });
+            }
+            if negative >= best {
+                return PersonMatch::Excluded {
+                    member_id,
+                    name: member.name.clone(),
+                    similarity: best,
+                    negative_similarity: negative,
+                };
+            }
+        }
         if best >= th.match_threshold {
             PersonMatch::Match {
                 member_id,

@@ -310,14 +310,36 @@ impl Household {
         vector: &[f32],
         source: &str,
     ) -> Result<i64, HouseholdError> {
+        self.insert_embedding(member_id, model_id, vector, source, false)
+    }
+
+    /// Negative enrolment: `vector` is someone who must never be taken for `member_id`.
+    pub fn add_negative_embedding(
+        &self,
+        member_id: i64,
+        model_id: &str,
+        vector: &[f32],
+        source: &str,
+    ) -> Result<i64, HouseholdError> {
+        self.insert_embedding(member_id, model_id, vector, source, true)
+    }
+
+    fn insert_embedding(
+        &self,
+        member_id: i64,
+        model_id: &str,
+        vector: &[f32],
+        source: &str,
+        negative: bool,
+    ) -> Result<i64, HouseholdError> {
         check_embedding(model_id, vector)?;
         let now = self.now_secs();
         self.write(|tx| {
             require_member(tx, member_id)?;
             tx.execute(
-                "INSERT INTO person_embeddings (member_id, model_id, dim, vector, source, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![member_id, model_id, vector.len() as i64, vectors::to_blob(vector), source, now],
+                "INSERT INTO person_embeddings (member_id, model_id, dim, vector, source, created_at, negative) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![member_id, model_id, vector.len() as i64, vectors::to_blob(vector), source, now, negative],
             )?;
             Ok(tx.last_insert_rowid())
         })
@@ -379,7 +401,8 @@ impl Household {
         let conn = self.conn();
         let mut counts: HashMap<i64, HashMap<String, u32>> = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT member_id, model_id, count(*) FROM person_embeddings GROUP BY member_id, model_id",
+            "SELECT member_id, model_id || CASE negative WHEN 1 THEN ' (negative)' ELSE '' END, count(*) \
+             FROM person_embeddings GROUP BY member_id, model_id, negative",
         )?;
         for row in stmt.query_map([], |r| {
             Ok((
@@ -541,17 +564,18 @@ pub fn load_gallery(conn: &Connection) -> Result<GallerySet, HouseholdError> {
     }
 
     let mut stmt =
-        conn.prepare("SELECT member_id, model_id, dim, vector FROM person_embeddings")?;
+        conn.prepare("SELECT member_id, model_id, dim, vector, negative FROM person_embeddings")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)?,
             r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, bool>(4)?,
         ))
     })?;
     for row in rows {
-        let Ok((member, model, dim, blob)) = row else {
+        let Ok((member, model, dim, blob, negative)) = row else {
             g.unreadable_rows += 1;
             continue;
         };
@@ -562,12 +586,17 @@ pub fn load_gallery(conn: &Connection) -> Result<GallerySet, HouseholdError> {
             Vec::new()
         };
         let dim = dim.max(0) as usize;
-        let m = g.matrix_mut(&model, dim);
+        let m = if negative {
+            g.negatives_mut(&model, dim)
+        } else {
+            g.matrix_mut(&model, dim)
+        };
         if !usable || !m.push(member, &v) {
             g.corrupt_rows += 1;
         }
     }
     g.persons.retain(|(_, m)| m.rows() > 0);
+    g.negatives.retain(|(_, m)| m.rows() > 0);
 
     let mut stmt = conn.prepare(
         "SELECT id, description, plate, plate_norm, vehicle_type, color, trusted, model_id, dim, embedding FROM vehicles",

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_events.sql"),
     include_str!("migrations/0005_event_video.sql"),
     include_str!("migrations/0006_event_identity.sql"),
+    include_str!("migrations/0007_negative_embeddings.sql"),
 ];
 
 /// Schema version this build writes.

@@ -1,4 +1,6 @@
 //! Helpers shared by the integration tests that include this module.
+// Each test binary uses a subset of these.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
@@ -57,4 +59,24 @@ pub fn ffprobe(path: &Path) -> Option<Probe> {
             .unwrap_or(0),
         frame_rate: n.parse::<f64>().unwrap_or(0.0) / d.parse::<f64>().unwrap_or(1.0),
     })
+}
+
+/// Whether the face embedder (fetched at setup by models/identity/fetch.py) is installed
+/// in the repository's models/identity. Off CI a missing one skips the caller, saying so;
+/// CI fetches it, so there a missing one fails.
+pub fn face_embedder_installed() -> bool {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/identity/mobilefacenet.onnx");
+    if p.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI fetches the face embedder: {} missing",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not installed; run models/identity/fetch.py",
+        p.display()
+    );
+    false
 }
