@@ -3,6 +3,8 @@
 //! an event's risk (in the event store, and end to end through `Appliance` with an observer
 //! at the seam the real identity models fill).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -226,4 +228,122 @@ fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
     assert_eq!(named["kind"], "member");
     assert_eq!(named["name"], "Ann");
     assert!(app.analysis()[0].identity_runs >= 1);
+}
+
+/// A replay camera whose frames are a real photo of a man walking across a grey scene: the
+/// real face models find and embed him, the household (enrolled from another photo of him)
+/// names him, and the event's risk is lowered. Everything real from camera to database.
+#[test]
+fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
+    if !common::face_embedder_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let face = image::open(root.join("tests/data/photos/obama2.jpg"))
+        .unwrap()
+        .to_rgb8();
+    // Head and shoulders, ~200 px tall, sliding across a 640x480 frame.
+    let face = image::imageops::resize(&face, 160, 307, image::imageops::FilterType::Triangle);
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..40u32 {
+        let mut f = image::RgbImage::from_pixel(640, 480, image::Rgb([110, 110, 110]));
+        image::imageops::replace(&mut f, &face, i64::from(20 + i * 11), 120);
+        f.save(frames.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    let cfg = Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {data:?}
+            [identity]
+            models_dir = {models:?}
+            [xclip]
+            window_secs = 2.0
+            rerun_secs = 1.0
+            [[xclip.categories]]
+            name = "suspicious"
+            risk = "high"
+            threshold = 0.0
+            prompts = ["a person loitering", "a person looking into windows"]
+            [motion]
+            analysis_fps = 10.0
+            [[cameras]]
+            id = "door"
+            source = "replay"
+            path = {frames:?}
+            width = 640
+            height = 480
+            fps = 10
+            ring = {{ frames = 200, max_bytes = 16000000 }}
+            "#,
+            data = dir.path(),
+            models = root.join("models/identity"),
+        ),
+        "test",
+    )
+    .unwrap();
+    let h = Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap();
+    let id = h.add_member("Barack", Role::Resident, "", &[]).unwrap();
+    // Enrol from a different photo of him, through the same models the recorder uses.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+        .arg("--config")
+        .arg({
+            let c = dir.path().join("c.toml");
+            std::fs::write(
+                &c,
+                format!(
+                    "[storage]\ndata_dir = {:?}\n[identity]\nmodels_dir = {:?}\n",
+                    dir.path(),
+                    root.join("models/identity")
+                ),
+            )
+            .unwrap();
+            c
+        })
+        .args([
+            "household",
+            "enroll",
+            "--member",
+            &id.to_string(),
+            "--image",
+        ])
+        .arg(root.join("tests/data/photos/obama.jpg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(h);
+
+    let mut app = nvr_edge::service::Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let e = loop {
+        let events = app.events.list(10, None).unwrap();
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| e.household.is_some() && e.model_risk.is_some())
+        {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody recognised: {:?}",
+            app.analysis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    app.stop();
+    let named = &e.household.as_ref().unwrap()["identified"][0];
+    assert_eq!(named["name"], "Barack", "{e:?}");
+    assert!(named["similarity"].as_f64().unwrap() > 0.6, "{named}");
+    assert!(e.household.as_ref().unwrap()["models"]
+        .as_str()
+        .unwrap()
+        .contains("real weights"));
+    assert_eq!(e.model_risk, Some(Risk::High));
+    assert_eq!(e.risk, Some(Risk::Low), "{e:?}");
 }
