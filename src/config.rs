@@ -156,6 +156,14 @@ pub struct Targets {
     pub motion_gate_ms: f64,
     /// From the capture of the frame that confirms motion to its event committed.
     pub frame_to_event_ms: f64,
+    /// One face detection pass (BlazeFace on a 640x480 frame), p99.
+    pub face_detect_ms: f64,
+    /// One face embedding batch (two aligned faces), p99.
+    pub face_embed_ms: f64,
+    /// Frames per second through the identity path (decode, detect, align, embed).
+    pub identity_fps: f64,
+    /// One plate read (text detection + recognition on a 640x480 frame), p99.
+    pub plate_read_ms: f64,
 }
 
 impl Default for Targets {
@@ -171,6 +179,10 @@ impl Default for Targets {
             xclip_clips_per_sec: 10.0,
             motion_gate_ms: 10.0,
             frame_to_event_ms: 500.0,
+            face_detect_ms: 100.0,
+            face_embed_ms: 100.0,
+            identity_fps: 5.0,
+            plate_read_ms: 1000.0,
         }
     }
 }
@@ -450,6 +462,10 @@ impl Config {
         p.positive("targets.xclip_clips_per_sec", t.xclip_clips_per_sec);
         p.positive("targets.motion_gate_ms", t.motion_gate_ms);
         p.positive("targets.frame_to_event_ms", t.frame_to_event_ms);
+        p.positive("targets.face_detect_ms", t.face_detect_ms);
+        p.positive("targets.face_embed_ms", t.face_embed_ms);
+        p.positive("targets.identity_fps", t.identity_fps);
+        p.positive("targets.plate_read_ms", t.plate_read_ms);
 
         let x = &self.xclip;
         p.check(
@@ -575,6 +591,11 @@ impl Config {
             "identity.min_sharpness",
             i.min_sharpness.is_finite() && i.min_sharpness >= 0.0,
             "must be >= 0",
+        );
+        p.check(
+            "identity.plate_frames_per_window",
+            (1..=64).contains(&i.plate_frames_per_window),
+            "must be 1-64",
         );
         p.check(
             "identity.max_faces_per_frame",

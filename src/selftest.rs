@@ -123,6 +123,8 @@ pub struct Report {
     pub process_memory: Option<ProcessMemory>,
     /// Every model the run loaded; `placeholder` true means its results mean nothing.
     pub models: Vec<ModelInfo>,
+    /// The identity (face) models, or why they are off.
+    pub identity: Option<String>,
     pub system: SystemInfo,
 }
 
@@ -164,6 +166,7 @@ impl Report {
             cameras,
             process_memory: memory::process_memory().ok(),
             models: Vec::new(),
+            identity: None,
             system: SystemInfo::current(),
         }
     }
@@ -194,6 +197,9 @@ impl Report {
         );
         for m in &self.models {
             let _ = writeln!(s, "model: {}", m.describe());
+        }
+        if let Some(i) = &self.identity {
+            let _ = writeln!(s, "identity: {i}");
         }
         for c in &self.cameras {
             let _ = match &c.stats.source {
@@ -289,16 +295,18 @@ fn run_with(
     checks.push(motion_check(cfg));
     let (xclip, models, load) = xclip_checks(cfg, &*clock);
     checks.extend(xclip);
+    let (identity_rows, identity) = identity_checks(cfg);
+    checks.extend(identity_rows);
     if let Some(cameras) = live {
         for cam in &cameras {
             checks.extend(camera_checks(cfg, cam));
         }
         let mut report = Report::from_checks(checks, seconds, cameras);
         report.models = models;
+        report.identity = identity;
         return Ok(report);
     }
     let mut pipeline = Pipeline::start(cfg, clock.clone())?;
-    let probe = Probe::start(cfg, clock.clone());
     // Keep the X-CLIP workers busy the whole time the cameras run: capture must not notice.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loader = load.map(|(svc, clips)| {
@@ -323,7 +331,9 @@ fn run_with(
     let cameras = pipeline.reports();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     pipeline.stop();
-    checks.extend(Probe::finish(cfg, probe));
+    // The probe runs after the cameras' window, so its own load does not colour their
+    // fps rows.
+    checks.extend(Probe::run(cfg, clock.clone()));
     if let Some(h) = loader {
         let done = h.join().unwrap_or(0);
         checks.push(
@@ -337,6 +347,7 @@ fn run_with(
     }
     let mut report = Report::from_checks(checks, seconds, cameras);
     report.models = models;
+    report.identity = identity;
     Ok(report)
 }
 
@@ -399,6 +410,25 @@ impl Probe {
             analyzer: analyzers.remove(0),
             scratch,
         })
+    }
+
+    /// Start the probe, wait until it has an event and a couple of seconds of video (or
+    /// give up after 15 s of its clock), and report.
+    fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
+        let probe = Self::start(cfg, clock.clone());
+        if let Ok(p) = &probe {
+            let mut since_event = 0;
+            for _ in 0..150 {
+                clock.sleep(Duration::from_millis(100));
+                if p.analyzer.stats().events > 0 {
+                    since_event += 1;
+                    if since_event >= 15 {
+                        break;
+                    }
+                }
+            }
+        }
+        Self::finish(cfg, probe)
     }
 
     fn finish(cfg: &Config, probe: Result<Self, String>) -> Vec<Check> {
@@ -712,6 +742,291 @@ fn motion_check(cfg: &Config) -> Check {
 
 /// A service and clips to keep it busy with while the cameras run.
 type Load = (XclipService, Vec<FrameBatch>);
+
+/// A public-domain face (NASA's portrait of Eileen Collins, cropped) the identity rows run
+/// the face models on.
+const SELFTEST_FACE: &[u8] = include_bytes!("../models/identity/selftest_face.jpg");
+
+/// A rendered number plate on a car's rear (our own drawing) the plate rows read.
+const SELFTEST_PLATE: &[u8] = include_bytes!("../models/identity/selftest_plate.png");
+const SELFTEST_PLATE_TEXT: &str = "AB123CD";
+
+fn p99(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// The identity models: loaded (real weights), their cost, the identity path's frame rate
+/// on frames showing a face, and a plate read back. Models that are not installed give no
+/// rows unless `identity.required`: the header line says what is off and why.
+fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
+    use crate::inference::face::FaceEmbedder;
+    use crate::inference::plates::PlateReader;
+    let c = &cfg.identity;
+    if !c.enabled {
+        return (Vec::new(), Some("off ([identity] enabled = false)".into()));
+    }
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let missing = |rows: &mut Vec<Check>, notes: &mut Vec<String>, name: &str, e: String| {
+        if c.required {
+            rows.push(Check::new(name, None, 0.0, Op::AtLeast, 1.0, "loaded").detail(e.clone()));
+        }
+        notes.push(format!("{name} off: {e}"));
+    };
+    match FaceEmbedder::load(&c.models_dir) {
+        Ok(embedder) => {
+            let (r, d) = face_checks(cfg, embedder);
+            rows.extend(r);
+            notes.push(d);
+        }
+        Err(e) => missing(&mut rows, &mut notes, "identity_models", error_chain(&e)),
+    }
+    if c.plates {
+        match PlateReader::load(&c.models_dir) {
+            Ok(reader) => {
+                rows.extend(plate_checks(cfg, &reader));
+                notes.push(format!(
+                    "plates: PP-OCRv4 (real weights, Apache-2.0) from {}",
+                    c.models_dir.display()
+                ));
+            }
+            Err(e) => missing(&mut rows, &mut notes, "plate_models", error_chain(&e)),
+        }
+    }
+    (rows, Some(notes.join("; ")))
+}
+
+/// Read the built-in plate picture a few times: cost, and whether the text comes back.
+fn plate_checks(cfg: &Config, reader: &crate::inference::plates::PlateReader) -> Vec<Check> {
+    let t = &cfg.targets;
+    let img = match image::load_from_memory(SELFTEST_PLATE) {
+        Ok(i) => i.to_rgb8(),
+        Err(e) => {
+            return vec![Check::new(
+                "plate_read_ms",
+                None,
+                f64::NAN,
+                Op::AtMost,
+                t.plate_read_ms,
+                "ms",
+            )
+            .detail(format!("built-in plate picture: {e}"))]
+        }
+    };
+    let mut ms = Vec::new();
+    let mut plates = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        match reader.read(&img) {
+            Ok(reads) => plates = reads.iter().filter_map(|r| r.plate()).collect::<Vec<_>>(),
+            Err(e) => {
+                return vec![Check::new(
+                    "plate_read_ms",
+                    None,
+                    f64::NAN,
+                    Op::AtMost,
+                    t.plate_read_ms,
+                    "ms",
+                )
+                .detail(error_chain(&e))]
+            }
+        }
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let right = plates.iter().any(|p| p == SELFTEST_PLATE_TEXT);
+    vec![
+        Check::new(
+            "plate_read_ms",
+            None,
+            p99(ms),
+            Op::AtMost,
+            t.plate_read_ms,
+            "ms",
+        )
+        .detail("p99 of 5 reads (text detection + recognition) of a 640x480 picture"),
+        Check::new(
+            "plate_read_correct",
+            None,
+            f64::from(u8::from(right)),
+            Op::AtLeast,
+            1.0,
+            "plates",
+        )
+        .detail(format!("expected {SELFTEST_PLATE_TEXT}, read {plates:?}")),
+    ]
+}
+
+/// Face rows: the detector on a test scene, the embedder, and the identity path's rate.
+fn face_checks(
+    cfg: &Config,
+    embedder: crate::inference::face::FaceEmbedder,
+) -> (Vec<Check>, String) {
+    use crate::inference::face::{FaceDetector, FaceFilter, FaceObserver};
+    let c = &cfg.identity;
+    let t = &cfg.targets;
+    let detector = match FaceDetector::builtin() {
+        Ok(d) => d,
+        Err(e) => {
+            let e = error_chain(&e);
+            return (
+                vec![
+                    Check::new("identity_models", None, 0.0, Op::AtLeast, 1.0, "loaded")
+                        .detail(e.clone()),
+                ],
+                e,
+            );
+        }
+    };
+    let describe = format!(
+        "faces: {} ({} weights, {}) + {} ({} weights, model id {})",
+        detector.manifest.name,
+        detector.manifest.weights,
+        detector.manifest.licence,
+        embedder.manifest.name,
+        embedder.manifest.weights,
+        embedder.model_id()
+    );
+    let mut rows = vec![
+        Check::new("identity_models", None, 1.0, Op::AtLeast, 1.0, "loaded")
+            .detail(describe.clone()),
+    ];
+    let face = match image::load_from_memory(SELFTEST_FACE) {
+        Ok(i) => i.to_rgb8(),
+        Err(e) => return (rows, format!("{describe}; built-in test face: {e}")),
+    };
+    // The face in a 640x480 scene, as a camera would frame a person at the door.
+    let mut scene = image::RgbImage::from_pixel(640, 480, image::Rgb([96, 104, 112]));
+    image::imageops::replace(&mut scene, &face, 225, 120);
+    let mut det_ms = Vec::new();
+    let mut faces = Vec::new();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        match detector.detect(&scene) {
+            Ok(f) => faces = f,
+            Err(e) => {
+                rows.push(
+                    Check::new(
+                        "face_detect_ms",
+                        None,
+                        f64::NAN,
+                        Op::AtMost,
+                        t.face_detect_ms,
+                        "ms",
+                    )
+                    .detail(error_chain(&e)),
+                );
+                return (rows, describe);
+            }
+        }
+        det_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    rows.push(
+        Check::new(
+            "face_detect_ms",
+            None,
+            p99(det_ms),
+            Op::AtMost,
+            t.face_detect_ms,
+            "ms",
+        )
+        .detail("p99 of 10 BlazeFace passes on a 640x480 frame"),
+    );
+    rows.push(
+        Check::new(
+            "identity_faces_found",
+            None,
+            faces.len() as f64,
+            Op::AtLeast,
+            1.0,
+            "faces",
+        )
+        .detail("faces BlazeFace finds in the built-in test scene (one portrait)"),
+    );
+    let Some(f) = faces.first() else {
+        return (rows, describe);
+    };
+    let aligned = crate::inference::face::align(&scene, f);
+    let mut emb_ms = Vec::new();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        if let Err(e) = embedder.embed(&[aligned.clone(), aligned.clone()]) {
+            rows.push(
+                Check::new(
+                    "face_embed_ms",
+                    None,
+                    f64::NAN,
+                    Op::AtMost,
+                    t.face_embed_ms,
+                    "ms",
+                )
+                .detail(error_chain(&e)),
+            );
+            return (rows, describe);
+        }
+        emb_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    rows.push(
+        Check::new(
+            "face_embed_ms",
+            None,
+            p99(emb_ms),
+            Op::AtMost,
+            t.face_embed_ms,
+            "ms",
+        )
+        .detail("p99 of 10 MobileFaceNet batches of 2 aligned faces"),
+    );
+    // The whole face path on JPEG frames, as the recorder runs it on a clip window.
+    let observer = crate::inference::observer::ModelsObserver {
+        faces: Some(FaceObserver::new(
+            detector,
+            embedder,
+            FaceFilter {
+                min_eye_distance_px: c.min_eye_distance_px,
+                min_sharpness: c.min_sharpness,
+                max_faces_per_frame: c.max_faces_per_frame as usize,
+            },
+        )),
+        plates: None,
+        plate_frames: 0,
+    };
+    let mut jpeg = Vec::new();
+    if let Err(e) = jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(
+        scene.as_raw(),
+        640,
+        480,
+        jpeg_encoder::ColorType::Rgb,
+    ) {
+        return (rows, format!("{describe}; test frame: {e}"));
+    }
+    let mut batch = FrameBatch::default();
+    for i in 0..8u64 {
+        let meta = FrameMeta {
+            seq: i,
+            ts_us: i as i64 * 33_333,
+            width: 640,
+            height: 480,
+            format: FrameFormat::Jpeg,
+        };
+        batch.push(meta, &jpeg);
+    }
+    let mut obs = Vec::new();
+    let t0 = Instant::now();
+    let r = crate::household::identity::Observer::observe(&observer, &batch, &mut obs);
+    let secs = t0.elapsed().as_secs_f64();
+    let persons = obs
+        .iter()
+        .filter(|o| matches!(o, crate::household::identity::Observation::Person { .. }))
+        .count();
+    rows.push(match r {
+        Ok(()) => Check::new("identity_fps", None, 8.0 / secs, Op::AtLeast, t.identity_fps, "fps").detail(format!(
+            "8 JPEG frames through decode, face detection, alignment and embedding: {persons} face embeddings"
+        )),
+        Err(e) => Check::new("identity_fps", None, f64::NAN, Op::AtLeast, t.identity_fps, "fps").detail(e),
+    });
+    (rows, describe)
+}
 
 fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>, Option<Load>) {
     let t = &cfg.targets;

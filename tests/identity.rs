@@ -347,3 +347,92 @@ fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
     assert_eq!(e.model_risk, Some(Risk::High));
     assert_eq!(e.risk, Some(Risk::Low), "{e:?}");
 }
+
+/// A replay camera watching a car with a registered plate pull past: the real plate reader
+/// reads it in the clip windows, the trusted vehicle is named and the risk lowered by one.
+#[test]
+fn a_trusted_car_driving_past_is_recognised_by_its_plate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let car = image::open(root.join("tests/data/plates/car_AB123CD.png"))
+        .unwrap()
+        .to_rgb8();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..30u32 {
+        // The car's rear (with its plate) creeping right across a dark street.
+        let crop = image::imageops::crop_imm(&car, 100, 140, 440, 270).to_image();
+        let mut f = image::RgbImage::from_pixel(640, 480, image::Rgb([40, 44, 48]));
+        image::imageops::replace(&mut f, &crop, i64::from(i * 6), 150);
+        f.save(frames.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    let cfg = Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {data:?}
+            [identity]
+            models_dir = {models:?}
+            [xclip]
+            window_secs = 2.0
+            rerun_secs = 1.0
+            [[xclip.categories]]
+            name = "approaching"
+            risk = "medium"
+            threshold = 0.0
+            prompts = ["a car parking", "a car driving by"]
+            [motion]
+            analysis_fps = 10.0
+            [[cameras]]
+            id = "drive"
+            source = "replay"
+            path = {frames:?}
+            width = 640
+            height = 480
+            fps = 10
+            ring = {{ frames = 200, max_bytes = 16000000 }}
+            "#,
+            data = dir.path(),
+            models = root.join("models/identity"),
+        ),
+        "test",
+    )
+    .unwrap();
+    let h = Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap();
+    h.add_vehicle(&NewVehicle {
+        description: "red hatchback".into(),
+        plate: Some("AB 123 CD".into()),
+        trusted: true,
+        ..NewVehicle::default()
+    })
+    .unwrap();
+    drop(h);
+    let mut app = nvr_edge::service::Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let e = loop {
+        let events = app.events.list(10, None).unwrap();
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| e.household.is_some() && e.model_risk.is_some())
+        {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no vehicle recognised: {:?}",
+            app.analysis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    app.stop();
+    let named = &e.household.as_ref().unwrap()["identified"][0];
+    assert_eq!(named["kind"], "vehicle", "{e:?}");
+    assert_eq!(named["description"], "red hatchback");
+    assert_eq!(named["how"], "license_plate");
+    assert_eq!(e.model_risk, Some(Risk::Medium));
+    assert_eq!(e.risk, Some(Risk::Low), "{e:?}");
+    assert_eq!(
+        e.risk_note.as_deref(),
+        Some("trusted vehicle red hatchback (was medium)")
+    );
+}

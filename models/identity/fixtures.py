@@ -3,7 +3,8 @@
 
 Input: models/seeded.py's seeded_values(seed) scaled by 0.5 (into [-1, 1), the range both
 models are fed), in each model's input shape. Output: every value of each output, as
-`fixtures/<model>_seed<seed>.npy` (outputs concatenated in graph order, flattened).
+`fixtures/<model>_seed<seed>.npy` (outputs concatenated in graph order, flattened; every
+97th value for the OCR graphs).
 
 usage: python models/identity/fixtures.py   (needs onnxruntime and numpy)
 """
@@ -19,16 +20,21 @@ from seeded import seeded_values  # noqa: E402
 
 SEED = 77
 os.makedirs(os.path.join(HERE, "fixtures"), exist_ok=True)
-for name in ("blazeface_full", "mobilefacenet"):
+# The OCR graphs take any size: the sizes nvr-edge pins them to.
+FIXED = {"ppocr_det": [1, 3, 480, 640], "ppocr_rec": [1, 3, 48, 320]}
+# Their outputs are large: every 97th value is kept.
+STRIDE = {"ppocr_det": 97, "ppocr_rec": 97}
+for name in ("blazeface_full", "mobilefacenet", "ppocr_det", "ppocr_rec"):
     path = os.path.join(HERE, f"{name}.onnx")
     if not os.path.exists(path):
         print(f"{name}: {path} missing (models/identity/fetch.py)", file=sys.stderr)
         continue
     sess = ort.InferenceSession(path)
     inp = sess.get_inputs()[0]
-    n = int(np.prod(inp.shape))
-    x = (seeded_values(SEED, n) * np.float32(0.5)).reshape(inp.shape)
+    shape = FIXED.get(name, inp.shape)
+    n = int(np.prod(shape))
+    x = (seeded_values(SEED, n) * np.float32(0.5)).reshape(shape)
     outs = sess.run(None, {inp.name: x})
-    flat = np.concatenate([o.reshape(-1) for o in outs]).astype(np.float32)
+    flat = np.concatenate([o.reshape(-1) for o in outs]).astype(np.float32)[:: STRIDE.get(name, 1)]
     np.save(os.path.join(HERE, "fixtures", f"{name}_seed{SEED}.npy"), flat)
     print(f"{name}: {flat.size} values", file=sys.stderr)

@@ -43,6 +43,10 @@ pub struct IdentityConfig {
     /// Aligned faces less sharp than this (variance of the Laplacian) are skipped.
     pub min_sharpness: f32,
     pub max_faces_per_frame: u32,
+    /// Read licence plates (PP-OCRv4, from models_dir) for the vehicle matcher.
+    pub plates: bool,
+    /// Frames of each clip window the plate reader sees (evenly spaced).
+    pub plate_frames_per_window: u32,
     /// Frames (of the event's clip windows) in which the same member or vehicle must match
     /// before the event names them.
     pub min_agreeing_frames: u32,
@@ -61,6 +65,8 @@ impl Default for IdentityConfig {
             min_eye_distance_px: 12.0,
             min_sharpness: 20.0,
             max_faces_per_frame: 4,
+            plates: true,
+            plate_frames_per_window: 2,
             min_agreeing_frames: 2,
             member_lowers_by: 2,
             trusted_vehicle_lowers_by: 1,
@@ -111,21 +117,53 @@ pub fn load(
     clock: std::sync::Arc<dyn crate::clock::Clock>,
 ) -> Result<Option<IdentityDeps>, String> {
     use crate::inference::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
+    use crate::inference::observer::ModelsObserver;
+    use crate::inference::plates::PlateReader;
     let c = &cfg.identity;
     if !c.enabled {
         return Ok(None);
     }
-    let detector = FaceDetector::builtin().map_err(|e| e.to_string())?;
-    let embedder = FaceEmbedder::load(&c.models_dir).map_err(|e| e.to_string())?;
+    let mut missing = Vec::new();
+    let faces = match FaceEmbedder::load(&c.models_dir) {
+        Ok(embedder) => {
+            let detector = FaceDetector::builtin().map_err(|e| e.to_string())?;
+            let filter = FaceFilter {
+                min_eye_distance_px: c.min_eye_distance_px,
+                min_sharpness: c.min_sharpness,
+                max_faces_per_frame: c.max_faces_per_frame as usize,
+            };
+            Some(FaceObserver::new(detector, embedder, filter))
+        }
+        Err(e) => {
+            missing.push(format!("faces: {e}"));
+            None
+        }
+    };
+    let plates = if c.plates {
+        match PlateReader::load(&c.models_dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                missing.push(format!("plates: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if faces.is_none() && plates.is_none() {
+        return Err(missing.join("; "));
+    }
+    for m in &missing {
+        tracing::warn!(missing = %m, "identity model not loaded");
+    }
     let household = Household::open_in(&cfg.storage.data_dir, cfg.household.clone(), clock)
         .map_err(|e| crate::error_chain(&e))?;
-    let filter = FaceFilter {
-        min_eye_distance_px: c.min_eye_distance_px,
-        min_sharpness: c.min_sharpness,
-        max_faces_per_frame: c.max_faces_per_frame as usize,
-    };
     Ok(Some(IdentityDeps {
-        observer: std::sync::Arc::new(FaceObserver::new(detector, embedder, filter)),
+        observer: std::sync::Arc::new(ModelsObserver {
+            faces,
+            plates,
+            plate_frames: c.plate_frames_per_window as usize,
+        }),
         household: std::sync::Arc::new(household),
         cfg: c.clone(),
     }))

@@ -508,8 +508,35 @@ impl FaceObserver {
     }
 }
 
-impl crate::household::identity::Observer for FaceObserver {
-    fn describe(&self) -> String {
+impl FaceObserver {
+    /// The faces of one decoded frame as observations (embeddings, or why each was skipped).
+    pub fn observe_image(
+        &self,
+        img: &RgbImage,
+        ts_us: i64,
+        out: &mut Vec<crate::household::identity::Observation>,
+    ) -> Result<(), FaceError> {
+        use crate::household::identity::Observation;
+        let (faces, skipped) = self.faces(img)?;
+        out.extend(
+            skipped
+                .into_iter()
+                .map(|why| Observation::Skipped { ts_us, why }),
+        );
+        if faces.is_empty() {
+            return Ok(());
+        }
+        for embedding in self.embedder.embed(&faces)? {
+            out.push(Observation::Person {
+                ts_us,
+                model_id: self.model_id.clone(),
+                embedding,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
         format!(
             "faces: {} ({} weights, {}) + {} ({} weights, {})",
             self.detector.manifest.name,
@@ -519,41 +546,5 @@ impl crate::household::identity::Observer for FaceObserver {
             self.embedder.manifest.weights,
             self.embedder.path.display()
         )
-    }
-
-    fn observe(
-        &self,
-        frames: &crate::ring::FrameBatch,
-        out: &mut Vec<crate::household::identity::Observation>,
-    ) -> Result<(), String> {
-        use crate::household::identity::Observation;
-        for (meta, bytes) in frames.iter() {
-            let img = match image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg) {
-                Ok(i) => i.to_rgb8(),
-                Err(_) => {
-                    out.push(Observation::Skipped {
-                        ts_us: meta.ts_us,
-                        why: "frame does not decode",
-                    });
-                    continue;
-                }
-            };
-            let (faces, skipped) = self.faces(&img).map_err(|e| e.to_string())?;
-            out.extend(skipped.into_iter().map(|why| Observation::Skipped {
-                ts_us: meta.ts_us,
-                why,
-            }));
-            if faces.is_empty() {
-                continue;
-            }
-            for embedding in self.embedder.embed(&faces).map_err(|e| e.to_string())? {
-                out.push(Observation::Person {
-                    ts_us: meta.ts_us,
-                    model_id: self.model_id.clone(),
-                    embedding,
-                });
-            }
-        }
-        Ok(())
     }
 }

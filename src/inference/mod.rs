@@ -4,7 +4,9 @@
 
 pub mod cli;
 pub mod face;
+pub mod observer;
 pub mod onnx;
+pub mod plates;
 pub mod preprocess;
 pub mod prompts;
 pub mod resample;

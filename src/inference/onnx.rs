@@ -109,3 +109,52 @@ pub fn build(
         .and_then(|m| m.into_runnable())
         .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
 }
+
+/// As [`build`], for graphs exported with free input sizes and stale stored shapes (as
+/// PaddleOCR's are): stored value info is ignored, the inputs are checked by name and type
+/// against `expect`, then pinned to `shapes` so tract can plan fixed-size kernels.
+pub fn build_fixed(
+    path: &str,
+    bytes: &[u8],
+    expect: &[Expect],
+    outputs: usize,
+    shapes: &[&[usize]],
+) -> Result<Plan, LoadError> {
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
+    if model.inputs.len() != expect.len() || shapes.len() != expect.len() {
+        return Err(load_err(
+            path,
+            format!(
+                "has {} inputs; expected {} ({})",
+                model.inputs.len(),
+                expect.len(),
+                expect.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for (i, (e, shape)) in expect.iter().zip(shapes).enumerate() {
+        let name = model.node(model.inputs[i].node).name.clone();
+        if name != e.name {
+            return Err(load_err(
+                path,
+                format!("input {i} is {name:?}; expected {:?}", e.name),
+            ));
+        }
+        model
+            .set_input_fact(i, InferenceFact::dt_shape(e.dt, *shape))
+            .map_err(|err| load_err(path, err.to_string()))?;
+    }
+    if model.outputs.len() != outputs {
+        return Err(load_err(
+            path,
+            format!("has {} outputs; expected {outputs}", model.outputs.len()),
+        ));
+    }
+    model
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
+}
