@@ -62,6 +62,8 @@ pub struct AnalysisStats {
     pub clips_skipped: u64,
     pub clips_done: u64,
     pub clips_failed: u64,
+    /// Sum of the done clips' preprocessing + inference times (mean = sum / clips_done).
+    pub inference_ms_sum: f64,
     /// Identity model passes over clip windows, their last cost, and failures.
     pub identity_runs: u64,
     pub identity_ms_last: Option<f64>,
@@ -282,7 +284,11 @@ fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>, tallies: &Tallies) {
     pending.retain(|(event, ticket)| match ticket.try_wait() {
         None => true,
         Some(Ok(r)) => {
-            ctx.stats().clips_done += 1;
+            {
+                let mut st = ctx.stats();
+                st.clips_done += 1;
+                st.inference_ms_sum += r.latency_ms;
+            }
             if let Err(e) = ctx
                 .events
                 .add_clip(*event, &r, &lowering(ctx, tallies, *event))

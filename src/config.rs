@@ -180,7 +180,7 @@ impl Default for Targets {
             motion_gate_ms: 10.0,
             frame_to_event_ms: 500.0,
             face_detect_ms: 100.0,
-            face_embed_ms: 100.0,
+            face_embed_ms: 150.0,
             identity_fps: 5.0,
             plate_read_ms: 1000.0,
         }

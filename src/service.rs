@@ -43,6 +43,7 @@ pub struct Appliance {
     pub events: Arc<EventStore>,
     analyzers: Vec<Analyzer>,
     console: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    started: Instant,
 }
 
 /// The console's view of the running recorder.
@@ -359,6 +360,7 @@ impl Appliance {
             events,
             analyzers,
             console,
+            started: Instant::now(),
         })
     }
 
@@ -400,12 +402,13 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
     let every = Duration::from_secs(cfg.log.summary_interval_secs);
     rt.block_on(async {
         let mut tick = tokio::time::interval(every);
+        let mut marks = Vec::new();
         tick.tick().await;
         let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = tick.tick() => log_summary(&app),
+                _ = tick.tick() => log_summary(&app, &mut marks),
                 _ = dog.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
                 _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -415,7 +418,7 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
     })?;
     notify(&[sd_notify::NotifyState::Stopping]);
     app.stop();
-    log_summary(&app);
+    log_summary(&app, &mut Vec::new());
     Ok(())
 }
 
@@ -425,20 +428,67 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-fn log_summary(app: &Appliance) {
+/// Counters at the previous summary, per camera, for the rates over the interval.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    frames: u64,
+    analysed: u64,
+    clips: u64,
+    inference_ms: f64,
+}
+
+fn log_summary(app: &Appliance, marks: &mut Vec<Mark>) {
     let analysis = app.analysis();
-    for (r, a) in app
-        .pipeline
-        .reports()
+    let reports = app.pipeline.reports();
+    marks.resize(
+        reports.len(),
+        Mark {
+            at: app.started,
+            frames: 0,
+            analysed: 0,
+            clips: 0,
+            inference_ms: 0.0,
+        },
+    );
+    for ((r, a), mark) in reports
         .iter()
         .zip(analysis.iter().map(Some).chain(std::iter::repeat(None)))
+        .zip(marks.iter_mut())
     {
         let s = &r.stats;
         let a = a.cloned().unwrap_or_default();
+        let now = Mark {
+            at: Instant::now(),
+            frames: s.frames,
+            analysed: a.analysed,
+            clips: a.clips_done,
+            inference_ms: a.inference_ms_sum,
+        };
+        let secs = now.at.duration_since(mark.at).as_secs_f64().max(1e-3);
+        // Frames the analysis looked at, and those it let go by (the motion gate samples
+        // motion.analysis_fps of them by design; the rest are recorded, not analysed).
+        let analysed = now.analysed.saturating_sub(mark.analysed);
+        let process_fps = analysed as f64 / secs;
+        let skipped_fps = now
+            .frames
+            .saturating_sub(mark.frames)
+            .saturating_sub(analysed) as f64
+            / secs;
+        let clips = now.clips.saturating_sub(mark.clips);
+        let inference_ms = if clips > 0 {
+            (now.inference_ms - mark.inference_ms) / clips as f64
+        } else {
+            f64::NAN
+        };
+        *mark = now;
         tracing::info!(
             camera = %r.id,
             state = ?s.state,
             camera_fps = format_args!("{:.1}", s.camera_fps),
+            process_fps = format_args!("{process_fps:.1}"),
+            skipped_fps = format_args!("{skipped_fps:.1}"),
+            inference_ms = format_args!("{inference_ms:.0}"),
             frames = s.frames,
             skipped = s.skipped,
             bad_frames = s.bad_frames,

@@ -276,3 +276,86 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
         .iter()
         .all(|e| e.video.as_ref().is_none_or(|v| v.state != "recording")));
 }
+
+#[test]
+fn run_logs_a_summary_line_per_camera_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndata_dir = {:?}\n[log]\nsummary_interval_secs = 1\n[motion]\nanalysis_fps = 5.0\n{WALKER}",
+            dir.path()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("run")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // tracing may colour its fields; drop the escape sequences before reading them.
+    let strip = |l: &str| {
+        let mut out = String::new();
+        let mut esc = false;
+        for c in l.chars() {
+            match (esc, c) {
+                (false, '\x1b') => esc = true,
+                (true, 'm') => esc = false,
+                (false, c) => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let lines: Vec<String> = reader
+        .join()
+        .unwrap()
+        .iter()
+        .map(|l| strip(l))
+        .filter(|l| l.contains("camera summary") && l.contains("camera=porch"))
+        .collect();
+    // One per second while running (the first after ~1 s), plus the final one.
+    assert!(lines.len() >= 3, "{lines:?}");
+    let field = |l: &str, k: &str| -> f64 {
+        let v = l
+            .split(&format!("{k}="))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{k} in {l}"));
+        v.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let l = &lines[1];
+    for k in [
+        "camera_fps",
+        "process_fps",
+        "skipped_fps",
+        "ring_frames",
+        "memory_mib",
+    ] {
+        assert!(field(l, k) >= 0.0, "{k}: {l}");
+    }
+    // The camera runs at 15 fps; the gate looks at 5 of them a second, the rest go by.
+    assert!(field(l, "camera_fps") > 5.0, "{l}");
+    let (p, s) = (field(l, "process_fps"), field(l, "skipped_fps"));
+    assert!(p > 1.0 && p < 8.0, "{l}");
+    assert!(s > 3.0 && s < 16.0, "{l}");
+    assert!(l.contains("inference_ms="), "{l}");
+}
