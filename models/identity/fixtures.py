@@ -4,7 +4,7 @@
 Input: models/seeded.py's seeded_values(seed) scaled by 0.5 (into [-1, 1), the range both
 models are fed), in each model's input shape. Output: every value of each output, as
 `fixtures/<model>_seed<seed>.npy` (outputs concatenated in graph order, flattened; every
-97th value for the OCR graphs).
+97th value for the OCR graphs and NanoDet).
 
 usage: python models/identity/fixtures.py   (needs onnxruntime and numpy)
 """
@@ -23,8 +23,8 @@ os.makedirs(os.path.join(HERE, "fixtures"), exist_ok=True)
 # The OCR graphs take any size: the sizes nvr-edge pins them to.
 FIXED = {"ppocr_det": [1, 3, 480, 640], "ppocr_rec": [1, 3, 48, 320]}
 # Their outputs are large: every 97th value is kept.
-STRIDE = {"ppocr_det": 97, "ppocr_rec": 97}
-for name in ("blazeface_full", "mobilefacenet", "ppocr_det", "ppocr_rec"):
+STRIDE = {"ppocr_det": 97, "ppocr_rec": 97, "nanodet": 97}
+for name in ("blazeface_full", "mobilefacenet", "ppocr_det", "ppocr_rec", "nanodet"):
     path = os.path.join(HERE, f"{name}.onnx")
     if not os.path.exists(path):
         print(f"{name}: {path} missing (models/identity/fetch.py)", file=sys.stderr)

@@ -43,6 +43,14 @@ pub struct IdentityConfig {
     /// Aligned faces less sharp than this (variance of the Laplacian) are skipped.
     pub min_sharpness: f32,
     pub max_faces_per_frame: u32,
+    /// Find people and vehicles first (NanoDet, from models_dir): faces are searched only
+    /// inside people, plates inside vehicles.
+    pub detector: bool,
+    /// Score a person or vehicle detection needs.
+    pub min_object_score: f32,
+    /// With the detector on and no vehicle found in a frame, read plates in the whole frame
+    /// anyway (cameras aimed at a gate see plates of cars they cannot see whole).
+    pub plates_without_vehicle: bool,
     /// Read licence plates (PP-OCRv4, from models_dir) for the vehicle matcher.
     pub plates: bool,
     /// Frames of each clip window the plate reader sees (evenly spaced).
@@ -65,6 +73,9 @@ impl Default for IdentityConfig {
             min_eye_distance_px: 12.0,
             min_sharpness: 20.0,
             max_faces_per_frame: 4,
+            detector: true,
+            min_object_score: 0.4,
+            plates_without_vehicle: true,
             plates: true,
             plate_frames_per_window: 2,
             min_agreeing_frames: 2,
@@ -116,6 +127,7 @@ pub fn load(
     cfg: &crate::config::Config,
     clock: std::sync::Arc<dyn crate::clock::Clock>,
 ) -> Result<Option<IdentityDeps>, String> {
+    use crate::inference::detect::ObjectDetector;
     use crate::inference::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
     use crate::inference::observer::ModelsObserver;
     use crate::inference::plates::PlateReader;
@@ -150,6 +162,20 @@ pub fn load(
     } else {
         None
     };
+    let objects = if c.detector {
+        match ObjectDetector::load(&c.models_dir) {
+            Ok(mut d) => {
+                d.min_score = c.min_object_score;
+                Some(d)
+            }
+            Err(e) => {
+                missing.push(format!("people/vehicles: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     if faces.is_none() && plates.is_none() {
         return Err(missing.join("; "));
     }
@@ -160,6 +186,8 @@ pub fn load(
         .map_err(|e| crate::error_chain(&e))?;
     Ok(Some(IdentityDeps {
         observer: std::sync::Arc::new(ModelsObserver {
+            objects,
+            plates_without_vehicle: c.plates_without_vehicle,
             faces,
             plates,
             plate_frames: c.plate_frames_per_window as usize,

@@ -38,13 +38,14 @@ const TEMPLATE: [[f32; 2]; 4] = [
 /// The embedder's batch is fixed by its graph.
 const EMBED_BATCH: usize = 2;
 
+/// Errors of the identity models (faces, plates, people and vehicles).
 #[derive(Debug, thiserror::Error)]
-pub enum FaceError {
+pub enum ModelError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{path}: {message}")]
     Manifest { path: String, message: String },
-    #[error("face model: {0}")]
+    #[error("identity model: {0}")]
     Run(String),
     #[error("image: {0}")]
     Image(String),
@@ -91,8 +92,8 @@ pub struct FaceDetector {
     pub nms_iou: f32,
 }
 
-fn manifest(path: &str, text: &str) -> Result<IdentityManifest, FaceError> {
-    serde_json::from_str(text).map_err(|e| FaceError::Manifest {
+fn manifest(path: &str, text: &str) -> Result<IdentityManifest, ModelError> {
+    serde_json::from_str(text).map_err(|e| ModelError::Manifest {
         path: path.to_string(),
         message: e.to_string(),
     })
@@ -100,7 +101,7 @@ fn manifest(path: &str, text: &str) -> Result<IdentityManifest, FaceError> {
 
 impl FaceDetector {
     /// BlazeFace full range, as compiled into the binary.
-    pub fn builtin() -> Result<Self, FaceError> {
+    pub fn builtin() -> Result<Self, ModelError> {
         let plan = build(
             "built-in blazeface_full.onnx",
             DETECTOR_ONNX,
@@ -125,10 +126,10 @@ impl FaceDetector {
     }
 
     /// Faces in `img`, strongest first.
-    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>, FaceError> {
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>, ModelError> {
         let (w, h) = img.dimensions();
         if w == 0 || h == 0 {
-            return Err(FaceError::Image("empty image".into()));
+            return Err(ModelError::Image("empty image".into()));
         }
         // Letterbox: scale the longer side to 192, centre, pad with black.
         let scale = DET_SIZE as f32 / w.max(h) as f32;
@@ -147,21 +148,21 @@ impl FaceDetector {
             }
         }
         let input = Tensor::from_shape(&[1, 3, DET_SIZE, DET_SIZE], &input)
-            .map_err(|e| FaceError::Run(e.to_string()))?;
+            .map_err(|e| ModelError::Run(e.to_string()))?;
         let out = self
             .plan
             .run(tvec!(input.into_tvalue()))
-            .map_err(|e| FaceError::Run(format!("{e:#}")))?;
-        let plain = |i: usize| -> Result<&[f32], FaceError> {
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let plain = |i: usize| -> Result<&[f32], ModelError> {
             out[i]
                 .try_as_plain_ram()
                 .and_then(|t| t.as_slice::<f32>())
-                .map_err(|e| FaceError::Run(e.to_string()))
+                .map_err(|e| ModelError::Run(e.to_string()))
         };
         let (reg, cls) = (plain(0)?, plain(1)?);
         let anchors = DET_GRID * DET_GRID;
         if reg.len() != anchors * 16 || cls.len() != anchors {
-            return Err(FaceError::Run(format!(
+            return Err(ModelError::Run(format!(
                 "outputs of {} and {} values; expected {} and {anchors}",
                 reg.len(),
                 cls.len(),
@@ -217,17 +218,17 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// Run `plan` on one f32 input of `shape` and return every output value, outputs
 /// concatenated in graph order (for parity checks against another runtime).
-fn run_raw(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, FaceError> {
-    let t = Tensor::from_shape(shape, input).map_err(|e| FaceError::Run(e.to_string()))?;
+fn run_raw(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, ModelError> {
+    let t = Tensor::from_shape(shape, input).map_err(|e| ModelError::Run(e.to_string()))?;
     let out = plan
         .run(tvec!(t.into_tvalue()))
-        .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+        .map_err(|e| ModelError::Run(format!("{e:#}")))?;
     let mut all = Vec::new();
     for o in out.iter() {
         let v = o
             .try_as_plain_ram()
             .and_then(|t| t.as_slice::<f32>())
-            .map_err(|e| FaceError::Run(e.to_string()))?;
+            .map_err(|e| ModelError::Run(e.to_string()))?;
         all.extend_from_slice(v);
     }
     Ok(all)
@@ -235,7 +236,7 @@ fn run_raw(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, Face
 
 impl FaceDetector {
     /// The raw graph outputs for an input of [1,3,192,192] values.
-    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, FaceError> {
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run_raw(&self.plan, &[1, 3, DET_SIZE, DET_SIZE], input)
     }
 }
@@ -345,7 +346,7 @@ pub struct FaceEmbedder {
 impl FaceEmbedder {
     /// Load `mobilefacenet.onnx` and its manifest `mobilefacenet.json` from `dir`; the file
     /// must be the one the manifest describes.
-    pub fn load(dir: &Path) -> Result<Self, FaceError> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("mobilefacenet.onnx");
         let mpath = dir.join("mobilefacenet.json");
         let shown = path.display().to_string();
@@ -353,7 +354,7 @@ impl FaceEmbedder {
             path: shown.clone(),
             message: format!("{e} (fetch it with models/identity/fetch.py)"),
         })?;
-        let mtext = std::fs::read_to_string(&mpath).map_err(|e| FaceError::Manifest {
+        let mtext = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
             path: mpath.display().to_string(),
             message: e.to_string(),
         })?;
@@ -396,7 +397,7 @@ impl FaceEmbedder {
     }
 
     /// The raw graph outputs for an input of [2,3,112,112] values.
-    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, FaceError> {
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run_raw(&self.plan, &[EMBED_BATCH, 3, ALIGNED, ALIGNED], input)
     }
 
@@ -406,7 +407,7 @@ impl FaceEmbedder {
     }
 
     /// Unit-length embeddings of aligned 112x112 faces, in order.
-    pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, FaceError> {
+    pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
         let plane = ALIGNED * ALIGNED;
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(EMBED_BATCH) {
@@ -415,7 +416,7 @@ impl FaceEmbedder {
                 // A short last batch repeats its first face; that result is dropped.
                 let f = chunk.get(b).unwrap_or(&chunk[0]);
                 if f.dimensions() != (ALIGNED as u32, ALIGNED as u32) {
-                    return Err(FaceError::Image(format!(
+                    return Err(ModelError::Image(format!(
                         "aligned face is {:?}, expected 112x112",
                         f.dimensions()
                     )));
@@ -428,15 +429,15 @@ impl FaceEmbedder {
                 }
             }
             let t = Tensor::from_shape(&[EMBED_BATCH, 3, ALIGNED, ALIGNED], &input)
-                .map_err(|e| FaceError::Run(e.to_string()))?;
+                .map_err(|e| ModelError::Run(e.to_string()))?;
             let res = self
                 .plan
                 .run(tvec!(t.into_tvalue()))
-                .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+                .map_err(|e| ModelError::Run(format!("{e:#}")))?;
             let v = res[0]
                 .try_as_plain_ram()
                 .and_then(|t| t.as_slice::<f32>())
-                .map_err(|e| FaceError::Run(e.to_string()))?;
+                .map_err(|e| ModelError::Run(e.to_string()))?;
             let dim = v.len() / EMBED_BATCH;
             for b in 0..chunk.len() {
                 let mut e = v[b * dim..(b + 1) * dim].to_vec();
@@ -487,7 +488,7 @@ impl FaceObserver {
     }
 
     /// Faces in `img` that pass the filter, aligned, with the reason for each one skipped.
-    pub fn faces(&self, img: &RgbImage) -> Result<(Vec<RgbImage>, Vec<&'static str>), FaceError> {
+    pub fn faces(&self, img: &RgbImage) -> Result<(Vec<RgbImage>, Vec<&'static str>), ModelError> {
         let mut kept = Vec::new();
         let mut skipped = Vec::new();
         for (i, f) in self.detector.detect(img)?.iter().enumerate() {
@@ -515,7 +516,7 @@ impl FaceObserver {
         img: &RgbImage,
         ts_us: i64,
         out: &mut Vec<crate::household::identity::Observation>,
-    ) -> Result<(), FaceError> {
+    ) -> Result<(), ModelError> {
         use crate::household::identity::Observation;
         let (faces, skipped) = self.faces(img)?;
         out.extend(

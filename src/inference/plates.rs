@@ -19,7 +19,7 @@ use std::path::Path;
 use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
-use super::face::FaceError;
+use super::face::ModelError;
 use super::onnx::{build_fixed, sha256_hex, Expect, LoadError, Plan};
 
 const DET_W: usize = 640;
@@ -80,7 +80,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 impl PlateReader {
     /// Load `ppocr_det.onnx`, `ppocr_rec.onnx` and `ppocr_keys.txt` from `dir`.
-    pub fn load(dir: &Path) -> Result<Self, FaceError> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let (dp, rp, kp) = (dir.join(DET_FILE), dir.join(REC_FILE), dir.join(KEYS_FILE));
         let (db, rb) = (read_file(&dp)?, read_file(&rp)?);
         let keys_text = String::from_utf8(read_file(&kp)?).map_err(|_| LoadError {
@@ -135,20 +135,20 @@ impl PlateReader {
     }
 
     /// Raw text map for an input of [1,3,480,640] values (parity checks).
-    pub fn raw_det(&self, input: &[f32]) -> Result<Vec<f32>, FaceError> {
+    pub fn raw_det(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run1(&self.det, &[1, 3, DET_H, DET_W], input)
     }
 
     /// Raw class probabilities for an input of [1,3,48,320] values (parity checks).
-    pub fn raw_rec(&self, input: &[f32]) -> Result<Vec<f32>, FaceError> {
+    pub fn raw_rec(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run1(&self.rec, &[1, 3, REC_H, REC_W], input)
     }
 
     /// Every piece of text in `img`, top to bottom.
-    pub fn read(&self, img: &RgbImage) -> Result<Vec<TextRead>, FaceError> {
+    pub fn read(&self, img: &RgbImage) -> Result<Vec<TextRead>, ModelError> {
         let (w, h) = img.dimensions();
         if w == 0 || h == 0 {
-            return Err(FaceError::Image("empty image".into()));
+            return Err(ModelError::Image("empty image".into()));
         }
         let scale = (DET_W as f32 / w as f32).min(DET_H as f32 / h as f32);
         let (nw, nh) = (
@@ -170,7 +170,7 @@ impl PlateReader {
         }
         let prob = run1(&self.det, &[1, 3, DET_H, DET_W], &input)?;
         if prob.len() != plane {
-            return Err(FaceError::Run(format!(
+            return Err(ModelError::Run(format!(
                 "text map of {} values, expected {plane}",
                 prob.len()
             )));
@@ -207,7 +207,7 @@ impl PlateReader {
     }
 
     /// (text, classes, mean confidence) of one line of text.
-    fn decode(&self, crop: &RgbImage) -> Result<(String, usize, f32), FaceError> {
+    fn decode(&self, crop: &RgbImage) -> Result<(String, usize, f32), ModelError> {
         let (probs, classes) = self.run_rec(crop)?;
         let steps = probs.len() / classes.max(1);
         let mut text = String::new();
@@ -230,7 +230,7 @@ impl PlateReader {
     }
 
     /// Raw recogniser output (steps x classes, flattened) and the class count.
-    fn run_rec(&self, crop: &RgbImage) -> Result<(Vec<f32>, usize), FaceError> {
+    fn run_rec(&self, crop: &RgbImage) -> Result<(Vec<f32>, usize), ModelError> {
         let (w, h) = crop.dimensions();
         let rw =
             ((w as f32 * REC_H as f32 / h.max(1) as f32).round() as u32).clamp(1, REC_W as u32);
@@ -245,29 +245,29 @@ impl PlateReader {
             }
         }
         let t = Tensor::from_shape(&[1, 3, REC_H, REC_W], &input)
-            .map_err(|e| FaceError::Run(e.to_string()))?;
+            .map_err(|e| ModelError::Run(e.to_string()))?;
         let out = self
             .rec
             .run(tvec!(t.into_tvalue()))
-            .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let classes = *out[0].shape().last().unwrap_or(&1);
         let v = out[0]
             .try_as_plain_ram()
             .and_then(|t| t.as_slice::<f32>())
-            .map_err(|e| FaceError::Run(e.to_string()))?;
+            .map_err(|e| ModelError::Run(e.to_string()))?;
         Ok((v.to_vec(), classes))
     }
 }
 
-fn run1(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, FaceError> {
-    let t = Tensor::from_shape(shape, input).map_err(|e| FaceError::Run(e.to_string()))?;
+fn run1(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, ModelError> {
+    let t = Tensor::from_shape(shape, input).map_err(|e| ModelError::Run(e.to_string()))?;
     let out = plan
         .run(tvec!(t.into_tvalue()))
-        .map_err(|e| FaceError::Run(format!("{e:#}")))?;
+        .map_err(|e| ModelError::Run(format!("{e:#}")))?;
     Ok(out[0]
         .try_as_plain_ram()
         .and_then(|t| t.as_slice::<f32>())
-        .map_err(|e| FaceError::Run(e.to_string()))?
+        .map_err(|e| ModelError::Run(e.to_string()))?
         .to_vec())
 }
 
