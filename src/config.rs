@@ -166,6 +166,8 @@ pub struct Targets {
     pub plate_read_ms: f64,
     /// One people/vehicle detection pass (NanoDet on a 640x480 frame), p99.
     pub object_detect_ms: f64,
+    /// Memory the loaded identity models keep, MiB in all.
+    pub identity_models_mb: f64,
 }
 
 impl Default for Targets {
@@ -186,6 +188,7 @@ impl Default for Targets {
             identity_fps: 5.0,
             plate_read_ms: 1000.0,
             object_detect_ms: 300.0,
+            identity_models_mb: 256.0,
         }
     }
 }
@@ -470,6 +473,7 @@ impl Config {
         p.positive("targets.identity_fps", t.identity_fps);
         p.positive("targets.plate_read_ms", t.plate_read_ms);
         p.positive("targets.object_detect_ms", t.object_detect_ms);
+        p.positive("targets.identity_models_mb", t.identity_models_mb);
 
         let x = &self.xclip;
         p.check(

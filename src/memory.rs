@@ -128,4 +128,25 @@ pub fn process_memory() -> Result<ProcessMemory, MemoryError> {
     })
 }
 
+/// Bytes the current thread has allocated and not freed since it started (jemalloc's
+/// per-thread counters). The difference around a call is what the call kept: loading a
+/// model on this thread, for instance.
+pub fn thread_net_allocated() -> Result<i64, MemoryError> {
+    let a = tikv_jemalloc_ctl::thread::allocatedp::read()
+        .map_err(ctl_err("thread.allocatedp"))?
+        .get();
+    let d = tikv_jemalloc_ctl::thread::deallocatedp::read()
+        .map_err(ctl_err("thread.deallocatedp"))?
+        .get();
+    Ok(a as i64 - d as i64)
+}
+
+/// Run `f` and return its result with the bytes it left allocated on this thread.
+pub fn kept_by<R>(f: impl FnOnce() -> R) -> (R, Option<i64>) {
+    let before = thread_net_allocated().ok();
+    let r = f();
+    let after = thread_net_allocated().ok();
+    (r, before.zip(after).map(|(b, a)| a - b))
+}
+
 pub const MIB: f64 = 1024.0 * 1024.0;

@@ -774,16 +774,22 @@ fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
         }
         notes.push(format!("{name} off: {e}"));
     };
-    match FaceEmbedder::load(&c.models_dir) {
+    // What each loaded model keeps allocated (jemalloc, this thread's net allocation).
+    let mut memory: Vec<(&str, Option<i64>)> = Vec::new();
+    let (embedder, kept) = memory::kept_by(|| FaceEmbedder::load(&c.models_dir));
+    memory.push(("mobilefacenet", kept));
+    match embedder {
         Ok(embedder) => {
-            let (r, d) = face_checks(cfg, embedder);
+            let (r, d) = face_checks(cfg, embedder, &mut memory);
             rows.extend(r);
             notes.push(d);
         }
         Err(e) => missing(&mut rows, &mut notes, "identity_models", error_chain(&e)),
     }
     if c.plates {
-        match PlateReader::load(&c.models_dir) {
+        let (reader, kept) = memory::kept_by(|| PlateReader::load(&c.models_dir));
+        memory.push(("ppocr det+rec", kept));
+        match reader {
             Ok(reader) => {
                 rows.extend(plate_checks(cfg, &reader));
                 notes.push(format!(
@@ -793,6 +799,29 @@ fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
             }
             Err(e) => missing(&mut rows, &mut notes, "plate_models", error_chain(&e)),
         }
+    }
+    if !rows.is_empty() {
+        let total: i64 = memory.iter().filter_map(|(_, b)| *b).sum();
+        rows.push(
+            Check::new(
+                "identity_models_memory",
+                None,
+                total as f64 / MIB,
+                Op::AtMost,
+                cfg.targets.identity_models_mb,
+                "MiB",
+            )
+            .detail(
+                memory
+                    .iter()
+                    .map(|(n, b)| match b {
+                        Some(b) => format!("{n} {:.1} MiB", *b as f64 / MIB),
+                        None => format!("{n} not measured"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        );
     }
     (rows, Some(notes.join("; ")))
 }
@@ -862,11 +891,14 @@ fn plate_checks(cfg: &Config, reader: &crate::inference::plates::PlateReader) ->
 fn face_checks(
     cfg: &Config,
     embedder: crate::inference::face::FaceEmbedder,
+    memory: &mut Vec<(&'static str, Option<i64>)>,
 ) -> (Vec<Check>, String) {
     use crate::inference::face::{FaceDetector, FaceFilter, FaceObserver};
     let c = &cfg.identity;
     let t = &cfg.targets;
-    let detector = match FaceDetector::builtin() {
+    let (detector, kept) = memory::kept_by(FaceDetector::builtin);
+    memory.push(("blazeface", kept));
+    let detector = match detector {
         Ok(d) => d,
         Err(e) => {
             let e = error_chain(&e);
@@ -983,7 +1015,10 @@ fn face_checks(
     );
     // People first, as the recorder runs them: the detector's cost on the same scene.
     let objects = if c.detector {
-        match crate::inference::detect::ObjectDetector::load(&c.models_dir) {
+        let (objects, kept) =
+            memory::kept_by(|| crate::inference::detect::ObjectDetector::load(&c.models_dir));
+        memory.push(("nanodet", kept));
+        match objects {
             Ok(mut d) => {
                 d.min_score = c.min_object_score;
                 let _ = d.detect(&scene);
