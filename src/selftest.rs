@@ -751,9 +751,18 @@ const SELFTEST_FACE: &[u8] = include_bytes!("../models/identity/selftest_face.jp
 const SELFTEST_PLATE: &[u8] = include_bytes!("../models/identity/selftest_plate.png");
 const SELFTEST_PLATE_TEXT: &str = "AB123CD";
 
-fn p99(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[(v.len() * 99 / 100).min(v.len() - 1)]
+/// Run `f` once (a plan's first run allocates its scratch space: not what a clip window
+/// costs), then `n` times timed. The worst time in ms and the last result, or the first
+/// error.
+fn worst_of<R, E>(n: usize, mut f: impl FnMut() -> Result<R, E>) -> Result<(f64, R), E> {
+    let mut last = f()?;
+    let mut worst = 0.0f64;
+    for _ in 0..n {
+        let t0 = Instant::now();
+        last = f()?;
+        worst = worst.max(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((worst, last))
 }
 
 /// The identity models: loaded (real weights), their cost, the identity path's frame rate
@@ -829,52 +838,31 @@ fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
 /// Read the built-in plate picture a few times: cost, and whether the text comes back.
 fn plate_checks(cfg: &Config, reader: &crate::inference::plates::PlateReader) -> Vec<Check> {
     let t = &cfg.targets;
-    let img = match image::load_from_memory(SELFTEST_PLATE) {
-        Ok(i) => i.to_rgb8(),
-        Err(e) => {
-            return vec![Check::new(
-                "plate_read_ms",
-                None,
-                f64::NAN,
-                Op::AtMost,
-                t.plate_read_ms,
-                "ms",
-            )
-            .detail(format!("built-in plate picture: {e}"))]
-        }
-    };
-    let mut ms = Vec::new();
-    let mut plates = Vec::new();
-    let _ = reader.read(&img);
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        match reader.read(&img) {
-            Ok(reads) => plates = reads.iter().filter_map(|r| r.plate()).collect::<Vec<_>>(),
-            Err(e) => {
-                return vec![Check::new(
-                    "plate_read_ms",
-                    None,
-                    f64::NAN,
-                    Op::AtMost,
-                    t.plate_read_ms,
-                    "ms",
-                )
-                .detail(error_chain(&e))]
-            }
-        }
-        ms.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let right = plates.iter().any(|p| p == SELFTEST_PLATE_TEXT);
-    vec![
-        Check::new(
+    let failed = |e: String| {
+        vec![Check::new(
             "plate_read_ms",
             None,
-            p99(ms),
+            f64::NAN,
             Op::AtMost,
             t.plate_read_ms,
             "ms",
         )
-        .detail("p99 of 5 reads (text detection + recognition) of a 640x480 picture (after one warm-up)"),
+        .detail(e)]
+    };
+    let img = match image::load_from_memory(SELFTEST_PLATE) {
+        Ok(i) => i.to_rgb8(),
+        Err(e) => return failed(format!("built-in plate picture: {e}")),
+    };
+    let (ms, reads) = match worst_of(3, || reader.read(&img)) {
+        Ok(r) => r,
+        Err(e) => return failed(error_chain(&e)),
+    };
+    let plates: Vec<String> = reads.iter().filter_map(|r| r.plate()).collect();
+    let right = plates.iter().any(|p| p == SELFTEST_PLATE_TEXT);
+    vec![
+        Check::new("plate_read_ms", None, ms, Op::AtMost, t.plate_read_ms, "ms").detail(
+            "worst of 3 reads (text detection + recognition) of a 640x480 picture (after one warm-up)",
+        ),
         Check::new(
             "plate_read_correct",
             None,
@@ -931,41 +919,36 @@ fn face_checks(
     // The face in a 640x480 scene, as a camera would frame a person at the door.
     let mut scene = image::RgbImage::from_pixel(640, 480, image::Rgb([96, 104, 112]));
     image::imageops::replace(&mut scene, &face, 170, 90);
-    let mut det_ms = Vec::new();
-    let mut faces = Vec::new();
-    let _ = detector.detect(&scene);
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        match detector.detect(&scene) {
-            Ok(f) => faces = f,
-            Err(e) => {
-                rows.push(
-                    Check::new(
-                        "face_detect_ms",
-                        None,
-                        f64::NAN,
-                        Op::AtMost,
-                        t.face_detect_ms,
-                        "ms",
-                    )
-                    .detail(error_chain(&e)),
-                );
-                return (rows, describe);
-            }
+    let faces = match worst_of(3, || detector.detect(&scene)) {
+        Ok((ms, faces)) => {
+            rows.push(
+                Check::new(
+                    "face_detect_ms",
+                    None,
+                    ms,
+                    Op::AtMost,
+                    t.face_detect_ms,
+                    "ms",
+                )
+                .detail("worst of 3 BlazeFace passes on a 640x480 frame (after one warm-up)"),
+            );
+            faces
         }
-        det_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    rows.push(
-        Check::new(
-            "face_detect_ms",
-            None,
-            p99(det_ms),
-            Op::AtMost,
-            t.face_detect_ms,
-            "ms",
-        )
-        .detail("worst of 3 BlazeFace passes on a 640x480 frame (after one warm-up)"),
-    );
+        Err(e) => {
+            rows.push(
+                Check::new(
+                    "face_detect_ms",
+                    None,
+                    f64::NAN,
+                    Op::AtMost,
+                    t.face_detect_ms,
+                    "ms",
+                )
+                .detail(error_chain(&e)),
+            );
+            return (rows, describe);
+        }
+    };
     rows.push(
         Check::new(
             "identity_faces_found",
@@ -981,12 +964,12 @@ fn face_checks(
         return (rows, describe);
     };
     let aligned = crate::inference::face::align(&scene, f);
-    let mut emb_ms = Vec::new();
-    // The first run of a plan allocates its scratch space: not what a clip window costs.
-    let _ = embedder.embed(&[aligned.clone(), aligned.clone()]);
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        if let Err(e) = embedder.embed(&[aligned.clone(), aligned.clone()]) {
+    match worst_of(3, || embedder.embed(&[aligned.clone(), aligned.clone()])) {
+        Ok((ms, _)) => rows.push(
+            Check::new("face_embed_ms", None, ms, Op::AtMost, t.face_embed_ms, "ms")
+                .detail("worst of 3 MobileFaceNet batches of 2 aligned faces (after one warm-up)"),
+        ),
+        Err(e) => {
             rows.push(
                 Check::new(
                     "face_embed_ms",
@@ -1000,19 +983,7 @@ fn face_checks(
             );
             return (rows, describe);
         }
-        emb_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    rows.push(
-        Check::new(
-            "face_embed_ms",
-            None,
-            p99(emb_ms),
-            Op::AtMost,
-            t.face_embed_ms,
-            "ms",
-        )
-        .detail("worst of 3 MobileFaceNet batches of 2 aligned faces (after one warm-up)"),
-    );
     // People first, as the recorder runs them: the detector's cost on the same scene.
     let objects = if c.detector {
         let (objects, kept) =
@@ -1021,23 +992,17 @@ fn face_checks(
         match objects {
             Ok(mut d) => {
                 d.min_score = c.min_object_score;
-                let _ = d.detect(&scene);
-                let mut ms = Vec::new();
-                let mut people = 0;
-                for _ in 0..3 {
-                    let t0 = Instant::now();
-                    people = d
-                        .detect(&scene)
-                        .map(|v| v.iter().filter(|x| x.is_person()).count())
-                        .unwrap_or(0);
-                    ms.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-                rows.push(
-                    Check::new("object_detect_ms", None, p99(ms), Op::AtMost, t.object_detect_ms, "ms")
-                        .detail(format!(
-                            "worst of 3 NanoDet passes on a 640x480 frame (after one warm-up): {people} person(s) found"
-                        )),
-                );
+                rows.push(match worst_of(3, || d.detect(&scene)) {
+                    Ok((ms, found)) => {
+                        let people = found.iter().filter(|x| x.is_person()).count();
+                        Check::new("object_detect_ms", None, ms, Op::AtMost, t.object_detect_ms, "ms")
+                            .detail(format!(
+                                "worst of 3 NanoDet passes on a 640x480 frame (after one warm-up): {people} person(s) found"
+                            ))
+                    }
+                    Err(e) => Check::new("object_detect_ms", None, f64::NAN, Op::AtMost, t.object_detect_ms, "ms")
+                        .detail(error_chain(&e)),
+                });
                 describe = format!(
                     "{describe}; people/vehicles: {} ({} weights, {})",
                     d.manifest.name, d.manifest.weights, d.manifest.licence

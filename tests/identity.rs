@@ -140,6 +140,24 @@ fn a_member_outside_their_schedule_and_an_untrusted_vehicle_lower_nothing() {
     assert!(why.unwrap().contains("trusted vehicle family car"));
 }
 
+/// The first event `want` accepts, polling the running recorder for up to `secs` seconds.
+fn wait_for_event(
+    app: &nvr_edge::service::Appliance,
+    secs: u64,
+    what: &str,
+    want: impl Fn(&nvr_edge::events::Event) -> bool,
+) -> nvr_edge::events::Event {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let events = app.events.list(10, None).unwrap();
+        if let Some(e) = events.into_iter().find(|e| want(e)) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:?}", app.analysis());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// An observer at the seam the real identity models fill: it reports `embedding` for every
 /// frame it is shown.
 struct Shows(Vec<f32>);
@@ -204,22 +222,9 @@ fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
         Some(Arc::new(identity)),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let e = loop {
-        let events = app.events.list(10, None).unwrap();
-        if let Some(e) = events
-            .into_iter()
-            .find(|e| e.clips >= 1 && e.household.is_some())
-        {
-            break e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no event naming Ann: {:?}",
-            app.analysis()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let e = wait_for_event(&app, 60, "no event naming Ann", |e| {
+        e.clips >= 1 && e.household.is_some()
+    });
     app.stop();
     assert_eq!(e.model_risk, Some(Risk::High), "{e:?}");
     assert_eq!(e.risk, Some(Risk::Low), "{e:?}");
@@ -320,22 +325,9 @@ fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
     drop(h);
 
     let mut app = nvr_edge::service::Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let e = loop {
-        let events = app.events.list(10, None).unwrap();
-        if let Some(e) = events
-            .into_iter()
-            .find(|e| e.household.is_some() && e.model_risk.is_some())
-        {
-            break e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nobody recognised: {:?}",
-            app.analysis()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let e = wait_for_event(&app, 90, "nobody recognised", |e| {
+        e.household.is_some() && e.model_risk.is_some()
+    });
     app.stop();
     let named = &e.household.as_ref().unwrap()["identified"][0];
     assert_eq!(named["name"], "Barack", "{e:?}");
@@ -408,22 +400,9 @@ fn a_trusted_car_driving_past_is_recognised_by_its_plate() {
     .unwrap();
     drop(h);
     let mut app = nvr_edge::service::Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let e = loop {
-        let events = app.events.list(10, None).unwrap();
-        if let Some(e) = events
-            .into_iter()
-            .find(|e| e.household.is_some() && e.model_risk.is_some())
-        {
-            break e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no vehicle recognised: {:?}",
-            app.analysis()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let e = wait_for_event(&app, 90, "no vehicle recognised", |e| {
+        e.household.is_some() && e.model_risk.is_some()
+    });
     app.stop();
     let named = &e.household.as_ref().unwrap()["identified"][0];
     assert_eq!(named["kind"], "vehicle", "{e:?}");

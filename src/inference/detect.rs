@@ -13,8 +13,8 @@ use std::path::Path;
 use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
-use super::face::{IdentityManifest, ModelError};
-use super::onnx::{build, sha256_hex, Expect, LoadError, Plan};
+use super::face::{as_f32, iou, read_verified, IdentityManifest, ModelError};
+use super::onnx::{build, Expect, LoadError, Plan};
 
 const SIZE: usize = 416;
 const CLASSES: usize = 80;
@@ -75,33 +75,8 @@ pub struct ObjectDetector {
 impl ObjectDetector {
     /// Load `nanodet.onnx` and its manifest from `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let path = dir.join("nanodet.onnx");
-        let mpath = dir.join("nanodet.json");
+        let (path, bytes, manifest) = read_verified(dir, "nanodet")?;
         let shown = path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|e| LoadError {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-        let mtext = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
-            path: mpath.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let manifest: IdentityManifest =
-            serde_json::from_str(&mtext).map_err(|e| ModelError::Manifest {
-                path: mpath.display().to_string(),
-                message: e.to_string(),
-            })?;
-        let sha = sha256_hex(&bytes);
-        if sha != manifest.onnx_sha256 {
-            return Err(LoadError {
-                path: shown,
-                message: format!(
-                    "sha256 {sha} differs from its manifest's {} (truncated or replaced?)",
-                    manifest.onnx_sha256
-                ),
-            }
-            .into());
-        }
         let plan = build(
             &shown,
             &bytes,
@@ -160,7 +135,7 @@ impl ObjectDetector {
         let out = self.run(input)?;
         let mut all = Vec::new();
         for o in out.iter() {
-            all.extend_from_slice(plain(o)?);
+            all.extend_from_slice(as_f32(o)?);
         }
         Ok(all)
     }
@@ -196,7 +171,10 @@ impl ObjectDetector {
         let out = self.run(&input)?;
         let mut cands = Vec::new();
         for (s, &stride) in STRIDES.iter().enumerate() {
-            let (scores, boxes) = (plain(&out[self.heads[s].0])?, plain(&out[self.heads[s].1])?);
+            let (scores, boxes) = (
+                as_f32(&out[self.heads[s].0])?,
+                as_f32(&out[self.heads[s].1])?,
+            );
             let base = SIZE / stride;
             for cell in 0..base * base {
                 let row = &scores[cell * CLASSES..(cell + 1) * CLASSES];
@@ -249,18 +227,4 @@ impl ObjectDetector {
         }
         Ok(kept)
     }
-}
-
-fn plain(v: &TValue) -> Result<&[f32], ModelError> {
-    v.try_as_plain_ram()
-        .and_then(|t| t.as_slice::<f32>())
-        .map_err(|e| ModelError::Run(e.to_string()))
-}
-
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = ix * iy;
-    let area = |r: &[f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    inter / (area(a) + area(b) - inter).max(f32::EPSILON)
 }

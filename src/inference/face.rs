@@ -62,6 +62,44 @@ pub struct IdentityManifest {
     pub licence: String,
 }
 
+/// Read `<stem>.onnx` and its manifest `<stem>.json` from `dir` and check that the file is
+/// the one the manifest describes (a truncated copy or a swapped file fails here, named).
+pub(crate) fn read_verified(
+    dir: &Path,
+    stem: &str,
+) -> Result<(PathBuf, Vec<u8>, IdentityManifest), ModelError> {
+    let path = dir.join(format!("{stem}.onnx"));
+    let mpath = dir.join(format!("{stem}.json"));
+    let bytes = std::fs::read(&path).map_err(|e| LoadError {
+        path: path.display().to_string(),
+        message: format!("{e} (fetch it with models/identity/fetch.py)"),
+    })?;
+    let mtext = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
+        path: mpath.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let manifest = manifest(&mpath.display().to_string(), &mtext)?;
+    let sha = sha256_hex(&bytes);
+    if sha != manifest.onnx_sha256 {
+        return Err(LoadError {
+            path: path.display().to_string(),
+            message: format!(
+                "sha256 {sha} differs from its manifest's {} (truncated or replaced?)",
+                manifest.onnx_sha256
+            ),
+        }
+        .into());
+    }
+    Ok((path, bytes, manifest))
+}
+
+/// A graph output as f32 values.
+pub(crate) fn as_f32(v: &TValue) -> Result<&[f32], ModelError> {
+    v.try_as_plain_ram()
+        .and_then(|t| t.as_slice::<f32>())
+        .map_err(|e| ModelError::Run(e.to_string()))
+}
+
 /// One face in image pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Face {
@@ -153,13 +191,7 @@ impl FaceDetector {
             .plan
             .run(tvec!(input.into_tvalue()))
             .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let plain = |i: usize| -> Result<&[f32], ModelError> {
-            out[i]
-                .try_as_plain_ram()
-                .and_then(|t| t.as_slice::<f32>())
-                .map_err(|e| ModelError::Run(e.to_string()))
-        };
-        let (reg, cls) = (plain(0)?, plain(1)?);
+        let (reg, cls) = (as_f32(&out[0])?, as_f32(&out[1])?);
         let anchors = DET_GRID * DET_GRID;
         if reg.len() != anchors * 16 || cls.len() != anchors {
             return Err(ModelError::Run(format!(
@@ -208,7 +240,8 @@ impl FaceDetector {
     }
 }
 
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+/// Intersection over union of two boxes (x0, y0, x1, y1).
+pub(crate) fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let inter = ix * iy;
@@ -225,11 +258,7 @@ fn run_raw(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, Mode
         .map_err(|e| ModelError::Run(format!("{e:#}")))?;
     let mut all = Vec::new();
     for o in out.iter() {
-        let v = o
-            .try_as_plain_ram()
-            .and_then(|t| t.as_slice::<f32>())
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        all.extend_from_slice(v);
+        all.extend_from_slice(as_f32(o)?);
     }
     Ok(all)
 }
@@ -347,29 +376,8 @@ impl FaceEmbedder {
     /// Load `mobilefacenet.onnx` and its manifest `mobilefacenet.json` from `dir`; the file
     /// must be the one the manifest describes.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let path = dir.join("mobilefacenet.onnx");
-        let mpath = dir.join("mobilefacenet.json");
+        let (path, bytes, manifest) = read_verified(dir, "mobilefacenet")?;
         let shown = path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|e| LoadError {
-            path: shown.clone(),
-            message: format!("{e} (fetch it with models/identity/fetch.py)"),
-        })?;
-        let mtext = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
-            path: mpath.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let manifest = manifest(&mpath.display().to_string(), &mtext)?;
-        let sha = sha256_hex(&bytes);
-        if sha != manifest.onnx_sha256 {
-            return Err(LoadError {
-                path: shown,
-                message: format!(
-                    "sha256 {sha} differs from its manifest's {} (truncated or replaced?)",
-                    manifest.onnx_sha256
-                ),
-            }
-            .into());
-        }
         let plan = build(
             &shown,
             &bytes,
@@ -434,10 +442,7 @@ impl FaceEmbedder {
                 .plan
                 .run(tvec!(t.into_tvalue()))
                 .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-            let v = res[0]
-                .try_as_plain_ram()
-                .and_then(|t| t.as_slice::<f32>())
-                .map_err(|e| ModelError::Run(e.to_string()))?;
+            let v = as_f32(&res[0])?;
             let dim = v.len() / EMBED_BATCH;
             for b in 0..chunk.len() {
                 let mut e = v[b * dim..(b + 1) * dim].to_vec();

@@ -19,7 +19,7 @@ use std::path::Path;
 use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
-use super::face::ModelError;
+use super::face::{as_f32, ModelError};
 use super::onnx::{build_fixed, sha256_hex, Expect, LoadError, Plan};
 
 const DET_W: usize = 640;
@@ -251,11 +251,7 @@ impl PlateReader {
             .run(tvec!(t.into_tvalue()))
             .map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let classes = *out[0].shape().last().unwrap_or(&1);
-        let v = out[0]
-            .try_as_plain_ram()
-            .and_then(|t| t.as_slice::<f32>())
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        Ok((v.to_vec(), classes))
+        Ok((as_f32(&out[0])?.to_vec(), classes))
     }
 }
 
@@ -264,11 +260,7 @@ fn run1(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, ModelEr
     let out = plan
         .run(tvec!(t.into_tvalue()))
         .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-    Ok(out[0]
-        .try_as_plain_ram()
-        .and_then(|t| t.as_slice::<f32>())
-        .map_err(|e| ModelError::Run(e.to_string()))?
-        .to_vec())
+    Ok(as_f32(&out[0])?.to_vec())
 }
 
 /// Text regions of a DB probability map (`w` x `h`, of which the top-left `vw` x `vh` is
