@@ -68,6 +68,9 @@ pub struct AnalysisStats {
     pub identity_runs: u64,
     pub identity_ms_last: Option<f64>,
     pub identity_errors: u64,
+    /// Faces (or frames) the identity models saw but could not use: too small, too
+    /// blurry, undecodable.
+    pub identity_skipped: u64,
     pub gate_ms_avg: f64,
     /// From the capture of the frame that confirmed motion to its event committed in the
     /// database: the last event's and the worst since start.
@@ -255,6 +258,10 @@ fn identify(
         let mut st = ctx.stats();
         st.identity_runs += 1;
         st.identity_ms_last = Some(ms);
+        st.identity_skipped += observations
+            .iter()
+            .filter(|o| matches!(o, Observation::Skipped { .. }))
+            .count() as u64;
     }
     if let Err(e) = result {
         ctx.stats().identity_errors += 1;
@@ -270,6 +277,7 @@ fn identify(
             "identified": confirmed,
             "unknown_people": tally.unknown_people,
             "incomparable": tally.incomparable,
+            "skipped": tally.skipped,
             "models": idn.observer.describe(),
         });
         let lower = lowering(ctx, tallies, event);
