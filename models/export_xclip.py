@@ -212,6 +212,16 @@ def main():
             vocab_note = f"trimmed to the {len(used)} tokens of the default prompts; other tokens share one row"
         cfg = XCLIPConfig(text_config=text, vision_config=spec["vision"], **spec["top"])
         model = XCLIPModel._from_config(cfg, attn_implementation="eager")
+        # The library's init leaves every bias at 0 and every norm at weight 1, bias 0. A
+        # runtime folds those away (tract drops the adds, turns LayerNorm into RmsNorm), so
+        # a random model would run a lighter graph than a real checkpoint and the parity
+        # tests would never see a bias. Real checkpoints have none of them trivial.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.normal_(0.0, 0.02)
+                elif p.dim() == 1 and name.endswith(".weight") and bool((p == 1).all()):
+                    p.add_(torch.randn_like(p) * 0.02)
     model.eval()
     num_frames = model.config.vision_config.num_frames
     image_size = model.config.vision_config.image_size

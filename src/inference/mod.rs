@@ -7,6 +7,7 @@ pub mod detect;
 pub mod face;
 pub mod observer;
 pub mod onnx;
+pub mod ops;
 pub mod plates;
 pub mod preprocess;
 pub mod prompts;

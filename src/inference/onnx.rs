@@ -33,6 +33,15 @@ fn load_err(path: &str, message: impl Into<String>) -> LoadError {
     }
 }
 
+/// tract's optimiser with nvr-edge's fused ops (see [`super::ops`]) around it.
+pub fn optimise(model: TypedModel) -> TractResult<Plan> {
+    let mut model = model.into_decluttered()?;
+    super::ops::fuse(&mut model)?;
+    let mut model = model.into_optimized()?;
+    super::ops::speed_up(&mut model)?;
+    model.into_runnable()
+}
+
 /// Expected input: name, element type, and shape where `None` is a free (symbolic) size.
 pub struct Expect {
     pub name: &'static str,
@@ -56,7 +65,7 @@ pub fn build(
     expect: &[Expect],
     outputs: usize,
 ) -> Result<Plan, LoadError> {
-    let model = tract_onnx::onnx()
+    let model = super::ops::onnx()
         .model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
     let typed = model
@@ -104,10 +113,7 @@ pub fn build(
             format!("has {} outputs; expected {outputs}", typed.outputs.len()),
         ));
     }
-    typed
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
+    optimise(typed).map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
 }
 
 /// As [`build`], for graphs exported with free input sizes and stale stored shapes (as
@@ -120,7 +126,7 @@ pub fn build_fixed(
     outputs: usize,
     shapes: &[&[usize]],
 ) -> Result<Plan, LoadError> {
-    let mut model = tract_onnx::onnx()
+    let mut model = super::ops::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
@@ -154,7 +160,7 @@ pub fn build_fixed(
         ));
     }
     model
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
+        .into_typed()
+        .and_then(optimise)
         .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
 }
