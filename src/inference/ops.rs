@@ -943,11 +943,8 @@ fn einsum_is(model: &TypedModel, node: usize, pattern: &str) -> bool {
 }
 
 /// `O = einsum(abmk,akbn->ambn)(P, V)`, `P` = [slice of] `softmax(scale * einsum(ambk,anbk->abmn)(Q, K))`
-/// ending at node `o`: `(q, k, v, scale, rows)`.
-fn attention_chain(
-    model: &TypedModel,
-    o: usize,
-) -> Option<(OutletId, OutletId, OutletId, f32, Option<(usize, usize)>)> {
+/// ending at node `o`: its inputs `[q, k, v]` and the op.
+fn attention_chain(model: &TypedModel, o: usize) -> Option<([OutletId; 3], Attention)> {
     if !einsum_is(model, o, "abmk,akbn->ambn") {
         return None;
     }
@@ -988,7 +985,7 @@ fn attention_chain(
             .outlet_fact(x)
             .is_ok_and(|f| f.datum_type == DatumType::F32 && f.rank() == 4)
     };
-    (f32_rank4(q) && f32_rank4(k) && f32_rank4(v)).then_some((q, k, v, scale, rows))
+    (f32_rank4(q) && f32_rank4(k) && f32_rank4(v)).then_some(([q, k, v], Attention { scale, rows }))
 }
 
 fn is_mul(model: &TypedModel, node: usize) -> bool {
@@ -1049,17 +1046,12 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
         let out = if let Some((x, alpha)) = quick_gelu_chain(model, node) {
             let x = patch.tap_model(model, x)?;
             patch.wire_node(format!("{name}.quick_gelu"), QuickGelu { alpha }, &[x])?
-        } else if let Some((q, k, v, scale, rows)) = attention_chain(model, node) {
-            let inputs = [
-                patch.tap_model(model, q)?,
-                patch.tap_model(model, k)?,
-                patch.tap_model(model, v)?,
-            ];
-            patch.wire_node(
-                format!("{name}.attention"),
-                Attention { scale, rows },
-                &inputs,
-            )?
+        } else if let Some((qkv, op)) = attention_chain(model, node) {
+            let mut inputs = tvec!();
+            for x in qkv {
+                inputs.push(patch.tap_model(model, x)?);
+            }
+            patch.wire_node(format!("{name}.attention"), op, &inputs)?
         } else {
             continue;
         };
