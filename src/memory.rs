@@ -149,4 +149,17 @@ pub fn kept_by<R>(f: impl FnOnce() -> R) -> (R, Option<i64>) {
     (r, before.zip(after).map(|(b, a)| a - b))
 }
 
+/// The kernel's view of the process: resident now and its peak (`VmRSS`, `VmHWM` of
+/// `/proc/self/status`), bytes. Includes what jemalloc does not see (file mappings, stacks,
+/// page tables); `None` off Linux.
+pub fn os_resident() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 pub const MIB: f64 = 1024.0 * 1024.0;

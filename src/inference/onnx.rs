@@ -26,6 +26,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The sha256 of a file, read in pieces (a model file is not held in memory for it).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 fn load_err(path: &str, message: impl Into<String>) -> LoadError {
     LoadError {
         path: path.to_string(),
@@ -65,8 +86,19 @@ pub fn build(
     expect: &[Expect],
     outputs: usize,
 ) -> Result<Plan, LoadError> {
+    build_read(path, &mut std::io::Cursor::new(bytes), expect, outputs)
+}
+
+/// As [`build`], reading the graph from `reader` (a file: tract reads it into one buffer
+/// and decodes the weights in place, so no second copy of a big model is held).
+pub fn build_read(
+    path: &str,
+    reader: &mut dyn std::io::Read,
+    expect: &[Expect],
+    outputs: usize,
+) -> Result<Plan, LoadError> {
     let model = super::ops::onnx()
-        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .model_for_read(reader)
         .map_err(|e| load_err(path, format!("not a loadable ONNX model: {e}")))?;
     let typed = model
         .into_typed()

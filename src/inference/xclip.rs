@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
-use super::onnx::{build, sha256_hex, Expect, Plan};
+use super::onnx::{build, build_read, sha256_file, sha256_hex, Expect, Plan};
 use super::preprocess::PreprocessParams;
 use super::tokenizer::{Encoded, CONTEXT};
 use super::XclipError;
@@ -94,6 +94,33 @@ pub fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Where a graph comes from: compiled in, or a file read straight into tract.
+enum Graph {
+    Static(&'static str, &'static [u8]),
+    File(PathBuf),
+}
+
+impl Graph {
+    /// The optimised graph and the sha256 of its file.
+    fn build(&self, expect: &[Expect], outputs: usize) -> Result<(Plan, String), XclipError> {
+        match self {
+            Graph::Static(name, bytes) => {
+                Ok((build(name, bytes, expect, outputs)?, sha256_hex(bytes)))
+            }
+            Graph::File(path) => {
+                let shown = path.display().to_string();
+                let io = |e: std::io::Error| XclipError::Load {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                };
+                let sha = sha256_file(path).map_err(io)?;
+                let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+                Ok((build_read(&shown, &mut file, expect, outputs)?, sha))
+            }
+        }
+    }
+}
+
 /// Both graphs, optimised and ready; shareable across worker threads.
 pub struct XclipModel {
     pub info: ModelInfo,
@@ -104,38 +131,32 @@ pub struct XclipModel {
 
 impl XclipModel {
     /// Load from `dir`, or the built-in placeholder when `None`.
+    ///
+    /// One file at a time: each file's bytes are dropped once its graph is built, so a
+    /// full-size model's peak while loading is one graph's worth of copies (file bytes,
+    /// decoded protobuf, tract's tensors), not both graphs' at once.
     pub fn load(dir: Option<&Path>) -> Result<Self, XclipError> {
         match dir {
-            None => Self::from_parts(
-                "built-in",
-                BUILTIN_MANIFEST,
-                ("built-in xclip_text.onnx", BUILTIN_TEXT),
-                ("built-in xclip_video.onnx", BUILTIN_VIDEO),
-            ),
+            None => Self::from_parts("built-in", BUILTIN_MANIFEST, &|file| {
+                Ok(match file {
+                    TEXT_FILE => Graph::Static("built-in xclip_text.onnx", BUILTIN_TEXT),
+                    _ => Graph::Static("built-in xclip_video.onnx", BUILTIN_VIDEO),
+                })
+            }),
             Some(dir) => {
-                let read = |file: &str| -> Result<(String, Vec<u8>), XclipError> {
-                    let p: PathBuf = dir.join(file);
-                    let shown = p.display().to_string();
-                    std::fs::read(&p)
-                        .map(|b| (shown.clone(), b))
-                        .map_err(|e| XclipError::Load {
-                            path: shown.clone(),
-                            message: e.to_string(),
-                        })
+                let mpath = dir.join(MANIFEST_FILE);
+                let load_err = |p: &Path, message: String| XclipError::Load {
+                    path: p.display().to_string(),
+                    message,
                 };
-                let (mpath, mbytes) = read(MANIFEST_FILE)?;
-                let manifest = String::from_utf8(mbytes).map_err(|_| XclipError::Load {
-                    path: mpath.clone(),
-                    message: "not UTF-8 text".into(),
-                })?;
-                let (tp, tb) = read(TEXT_FILE)?;
-                let (vp, vb) = read(VIDEO_FILE)?;
-                Self::from_parts(
-                    &dir.display().to_string(),
-                    &manifest,
-                    (&tp, &tb),
-                    (&vp, &vb),
-                )
+                let manifest = std::fs::read(&mpath)
+                    .map_err(|e| load_err(&mpath, e.to_string()))
+                    .and_then(|b| {
+                        String::from_utf8(b).map_err(|_| load_err(&mpath, "not UTF-8 text".into()))
+                    })?;
+                Self::from_parts(&dir.display().to_string(), &manifest, &|file| {
+                    Ok(Graph::File(dir.join(file)))
+                })
             }
         }
     }
@@ -143,8 +164,7 @@ impl XclipModel {
     fn from_parts(
         source: &str,
         manifest_text: &str,
-        (text_path, text_bytes): (&str, &[u8]),
-        (video_path, video_bytes): (&str, &[u8]),
+        graph: &dyn Fn(&str) -> Result<Graph, XclipError>,
     ) -> Result<Self, XclipError> {
         let manifest: Manifest =
             serde_json::from_str(manifest_text).map_err(|e| XclipError::Manifest {
@@ -165,9 +185,7 @@ impl XclipModel {
             manifest.image_size as i64,
             manifest.embed_dim as i64,
         );
-        let text = build(
-            text_path,
-            text_bytes,
+        let (text, text_sha256) = graph(TEXT_FILE)?.build(
             &[
                 Expect {
                     name: "input_ids",
@@ -182,9 +200,7 @@ impl XclipModel {
             ],
             1,
         )?;
-        let video = build(
-            video_path,
-            video_bytes,
+        let (video, video_sha256) = graph(VIDEO_FILE)?.build(
             &[
                 Expect {
                     name: "pixel_values",
@@ -205,8 +221,8 @@ impl XclipModel {
                 source: source.to_string(),
                 weights: manifest.weights.clone(),
                 placeholder: manifest.weights != "real",
-                text_sha256: sha256_hex(text_bytes),
-                video_sha256: sha256_hex(video_bytes),
+                text_sha256,
+                video_sha256,
                 num_frames: manifest.num_frames,
                 embed_dim: manifest.embed_dim,
             },
