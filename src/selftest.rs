@@ -263,8 +263,11 @@ fn fmt_num(v: f64) -> String {
         format!("{v:.1}")
     } else if a == 0.0 {
         "0".into()
-    } else {
+    } else if a >= 0.01 {
         format!("{v:.3}")
+    } else {
+        // Differences of results (1e-4 targets) would otherwise all read 0.000.
+        format!("{v:.1e}")
     }
 }
 
@@ -1094,6 +1097,18 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>,
     let info = model.info.clone();
     let mut checks = vec![
         Check::new("xclip_model", None, 1.0, Op::AtLeast, 1.0, "loaded").detail(info.describe()),
+        match crate::inference::xclip::builtin_parity() {
+            Ok(d) => Check::new(
+                "xclip_parity",
+                None,
+                d as f64,
+                Op::AtMost,
+                1e-4,
+                "max abs diff",
+            )
+            .detail("built-in model's logits vs PyTorch's, computed on this CPU".to_string()),
+            Err(e) => fail("xclip_parity", error_chain(&e)),
+        },
     ];
     let t0 = Instant::now();
     let (prompts, embeds) = match configured_prompts(cfg, &model, clock.wall_us() / 1_000_000) {

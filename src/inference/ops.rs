@@ -1259,6 +1259,40 @@ mod tests {
         }
     }
 
+    /// The dispatch picks one compilation of the kernels; the others (aarch64's fused
+    /// multiply-adds, x86 without AVX2) must agree with it.
+    #[test]
+    fn every_attention_variant_agrees() {
+        let (m, h, n, kd, vd) = (19, 2, 19, 16, 24);
+        let q = values(m * h * kd, 4);
+        let k = values(n * h * kd, 5);
+        let v = values(n * h * vd, 6);
+        let item = AttentionItem {
+            q: &q,
+            k: &k,
+            v: &v,
+            heads: h,
+            key_dim: kd,
+            value_dim: vd,
+        };
+        let run = |f: &dyn Fn(&mut [f32], &mut AttentionScratch)| {
+            let mut out = vec![0f32; m * h * vd];
+            f(&mut out, &mut AttentionScratch::default());
+            out
+        };
+        let dispatched = run(&|o, s| attention_item(&item, 0..m, 0.25, o, s));
+        let fused = run(&|o, s| attention_item_body::<true>(&item, 0..m, 0.25, o, s));
+        let plain = run(&|o, s| attention_item_body::<false>(&item, 0..m, 0.25, o, s));
+        for other in [&fused, &plain] {
+            let d = dispatched
+                .iter()
+                .zip(other.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-5, "variants differ by {d}");
+        }
+    }
+
     #[test]
     fn layer_norm_rows_match_the_definition() {
         for row in [5, 16, 51, 768] {

@@ -26,6 +26,12 @@ const MANIFEST_FILE: &str = "manifest.json";
 const BUILTIN_TEXT: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_text.onnx");
 const BUILTIN_VIDEO: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_video.onnx");
 const BUILTIN_MANIFEST: &str = include_str!("../../models/xclip-tiny/manifest.json");
+// PyTorch's outputs for the built-in model (models/export_xclip.py): text embeddings of
+// the default prompts and the video logits on `seeded_values(1234)`.
+const BUILTIN_TEXT_EMBEDS: &[u8] =
+    include_bytes!("../../models/xclip-tiny/fixtures/text_embeds.npy");
+const BUILTIN_LOGITS: &[u8] =
+    include_bytes!("../../models/xclip-tiny/fixtures/video_logits_seed1234.npy");
 
 /// What `models/export_xclip.py` records about a model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +98,38 @@ pub fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
             (z >> 40) as f32 / 16_777_216.0 * 4.0 - 2.0
         })
         .collect()
+}
+
+/// How far this CPU's run of the built-in model is from PyTorch's: the largest absolute
+/// difference of the video logits on the seeded input and PyTorch's text embeddings. It
+/// checks the arithmetic where it runs (tract's kernels and nvr-edge's own ops, NEON on the
+/// board, AVX2 or not on a PC): the export's parity is 1e-4 or better.
+pub fn builtin_parity() -> Result<f32, XclipError> {
+    let npy = |name: &str, bytes: &[u8]| -> Result<Vec<f32>, XclipError> {
+        npyz::NpyFile::new(bytes)
+            .and_then(|f| f.into_vec::<f32>())
+            .map_err(|e| XclipError::Manifest {
+                path: format!("built-in {name}"),
+                message: e.to_string(),
+            })
+    };
+    let model = XclipModel::load(None)?;
+    let m = &model.manifest;
+    let px = seeded_values(1234, m.num_frames * 3 * m.image_size * m.image_size);
+    let logits = model.logits(&px, &npy("text_embeds.npy", BUILTIN_TEXT_EMBEDS)?)?;
+    let want = npy("video_logits_seed1234.npy", BUILTIN_LOGITS)?;
+    if logits.len() != want.len() {
+        return Err(XclipError::Run(format!(
+            "{} logits for PyTorch's {}",
+            logits.len(),
+            want.len()
+        )));
+    }
+    Ok(logits
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max))
 }
 
 /// Where a graph comes from: compiled in, or a file read straight into tract.
