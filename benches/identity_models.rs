@@ -18,7 +18,7 @@ use nvr_edge::inference::face::{align, FaceDetector, FaceEmbedder, FaceFilter, F
 use nvr_edge::inference::observer::ModelsObserver;
 use nvr_edge::inference::plates::PlateReader;
 use nvr_edge::memory::{kept_by, MIB};
-use nvr_edge::ring::{FrameBatch, FrameFormat, FrameMeta};
+use nvr_edge::ring::FrameBatch;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,17 +85,7 @@ fn bench(c: &mut Criterion) {
     jpeg_encoder::Encoder::new(&mut jpeg, 80)
         .encode(img.as_raw(), 640, 480, jpeg_encoder::ColorType::Rgb)
         .unwrap();
-    let mut batch = FrameBatch::default();
-    for i in 0..8u64 {
-        let meta = FrameMeta {
-            seq: i,
-            ts_us: i as i64 * 33_333,
-            width: 640,
-            height: 480,
-            format: FrameFormat::Jpeg,
-        };
-        batch.push(meta, &jpeg);
-    }
+    let batch = FrameBatch::still_jpeg(&jpeg, 640, 480, 8);
     let observer = ModelsObserver {
         objects: Some(objects),
         plates_without_vehicle: true,

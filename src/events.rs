@@ -2,7 +2,7 @@
 //! during it. Stored in SQLite, each write its own transaction, so a crash loses at most
 //! the event being written; retention by row count and age keeps the table bounded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -133,6 +133,8 @@ pub fn unchanged(r: Risk) -> (Risk, Option<String>) {
 pub struct EventStore {
     conn: Mutex<Connection>,
     retention: Retention,
+    /// Recordings of events retention drops go with them.
+    clips: PathBuf,
 }
 
 impl EventStore {
@@ -140,6 +142,7 @@ impl EventStore {
         Ok(Self {
             conn: Mutex::new(store::open_in(data_dir)?),
             retention,
+            clips: data_dir.join(crate::recording::CLIPS_DIR),
         })
     }
 
@@ -322,11 +325,45 @@ impl EventStore {
 
     fn prune(&self, conn: &Connection, now_us: i64) -> Result<(), StoreError> {
         let max_age_us = i64::from(self.retention.max_age_days) * 86_400 * 1_000_000;
-        conn.execute(
-            "DELETE FROM events WHERE start_us < ?1 OR id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?2)",
-            params![now_us - max_age_us, self.retention.max_rows],
+        let mut stmt = conn.prepare(
+            "DELETE FROM events WHERE start_us < ?1 OR id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?2) \
+             RETURNING video, video_state",
         )?;
+        let dropped = stmt
+            .query_map(params![now_us - max_age_us, self.retention.max_rows], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (file, state) in dropped {
+            // A recording still being written is not under its final name yet; the disk
+            // budget takes it later.
+            if let (Some(file), Some("complete" | "failed" | "interrupted")) =
+                (file, state.as_deref())
+            {
+                self.remove_recording(&file);
+            }
+        }
         Ok(())
+    }
+
+    fn remove_recording(&self, file: &str) {
+        // A name from the database, not a path: nothing outside the clips directory.
+        let plain = !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\']);
+        if !plain {
+            tracing::warn!(
+                file,
+                "event's recording name is not a plain file name: left alone"
+            );
+            return;
+        }
+        match std::fs::remove_file(self.clips.join(file)) {
+            Ok(()) => tracing::info!(file, "recording removed with its event (retention)"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file, error = %e, "recording of a dropped event not removed"),
+        }
     }
 }
 

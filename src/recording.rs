@@ -389,6 +389,10 @@ impl ClipDir {
     }
 }
 
+/// Where recordings live, under the data directory (the event store removes the files of
+/// events its retention drops).
+pub const CLIPS_DIR: &str = "clips";
+
 /// The clips directory of `data_dir` when recording is enabled, after cleaning up what a
 /// previous process left half written. A directory that cannot be used turns recording
 /// off with an error in the log: the recorder keeps detecting and classifying.
@@ -400,7 +404,7 @@ pub fn open_clips(
     if !cfg.enabled {
         return None;
     }
-    match ClipDir::open(&data_dir.join("clips"), cfg.disk_budget_mb) {
+    match ClipDir::open(&data_dir.join(CLIPS_DIR), cfg.disk_budget_mb) {
         Ok((dir, removed)) => {
             let interrupted = events.video_interrupted().unwrap_or(0);
             if !removed.is_empty() || interrupted > 0 {
@@ -495,8 +499,12 @@ impl Recorder {
             // Do not write the same frames twice.
             since = since.max(prev.writer.last_ts_us + 1);
         }
-        self.finish_active();
-        let _ = self.enforce_budget();
+        // Room for the new recording: finishing one enforces the budget already.
+        if self.active.is_some() {
+            self.finish_active();
+        } else {
+            let _ = self.enforce_budget();
+        }
         let Some((width, height)) = ring.with_newest(|f| (f.meta.width, f.meta.height)) else {
             return Ok(());
         };

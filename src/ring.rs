@@ -461,6 +461,23 @@ impl FrameBatch {
         }
     }
 
+    /// `frames` copies of one JPEG of `width` x `height`, 30 fps apart: a still scene as a
+    /// clip window (self-test and benchmark inputs).
+    pub fn still_jpeg(jpeg: &[u8], width: u32, height: u32, frames: u64) -> Self {
+        let mut batch = Self::with_capacity(frames as usize, jpeg.len() * frames as usize);
+        for seq in 0..frames {
+            let meta = FrameMeta {
+                seq,
+                ts_us: seq as i64 * 33_333,
+                width,
+                height,
+                format: FrameFormat::Jpeg,
+            };
+            batch.push(meta, jpeg);
+        }
+        batch
+    }
+
     pub fn clear(&mut self) {
         self.metas.clear();
         self.ranges.clear();

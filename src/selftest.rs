@@ -1055,18 +1055,8 @@ fn face_checks(
     ) {
         return (rows, format!("{describe}; test frame: {e}"));
     }
-    let mut batch = FrameBatch::default();
     const IDENTITY_FRAMES: u64 = 4;
-    for i in 0..IDENTITY_FRAMES {
-        let meta = FrameMeta {
-            seq: i,
-            ts_us: i as i64 * 33_333,
-            width: 640,
-            height: 480,
-            format: FrameFormat::Jpeg,
-        };
-        batch.push(meta, &jpeg);
-    }
+    let batch = FrameBatch::still_jpeg(&jpeg, 640, 480, IDENTITY_FRAMES);
     let mut obs = Vec::new();
     let t0 = Instant::now();
     let r = crate::household::identity::Observer::observe(&observer, &batch, &mut obs);

@@ -238,6 +238,55 @@ fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
 /// A replay camera whose frames are a real photo of a man walking across a grey scene: the
 /// real face models find and embed him, the household (enrolled from another photo of him)
 /// names him, and the event's risk is lowered. Everything real from camera to database.
+/// A replay camera (`id`, 640x480 at 10 fps) showing `frames` rendered scenes, with the
+/// real identity models and one X-CLIP category (`category`, `risk`, two prompts) that
+/// always fires: the config of the end-to-end tests, data under `data`.
+fn replay_scene(
+    data: &std::path::Path,
+    id: &str,
+    (category, risk, prompts): (&str, &str, [&str; 2]),
+    frames: u32,
+    render: impl Fn(u32) -> image::RgbImage,
+) -> Config {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = data.join("frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..frames {
+        render(i).save(dir.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {data:?}
+            [identity]
+            models_dir = {models:?}
+            [xclip]
+            window_secs = 2.0
+            rerun_secs = 1.0
+            [[xclip.categories]]
+            name = {category:?}
+            risk = {risk:?}
+            threshold = 0.0
+            prompts = {prompts:?}
+            [motion]
+            analysis_fps = 10.0
+            [[cameras]]
+            id = {id:?}
+            source = "replay"
+            path = {dir:?}
+            width = 640
+            height = 480
+            fps = 10
+            ring = {{ frames = 200, max_bytes = 16000000 }}
+            "#,
+            models = root.join("models/identity"),
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
     if !common::face_embedder_installed() {
@@ -250,45 +299,16 @@ fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
         .to_rgb8();
     // Head and shoulders, ~200 px tall, sliding across a 640x480 frame.
     let face = image::imageops::resize(&face, 160, 307, image::imageops::FilterType::Triangle);
-    let frames = dir.path().join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    for i in 0..40u32 {
+    let suspicious = (
+        "suspicious",
+        "high",
+        ["a person loitering", "a person looking into windows"],
+    );
+    let cfg = replay_scene(dir.path(), "door", suspicious, 40, |i| {
         let mut f = image::RgbImage::from_pixel(640, 480, image::Rgb([110, 110, 110]));
         image::imageops::replace(&mut f, &face, i64::from(20 + i * 11), 120);
-        f.save(frames.join(format!("{i:03}.jpg"))).unwrap();
-    }
-    let cfg = Config::from_toml_str(
-        &format!(
-            r#"
-            [storage]
-            data_dir = {data:?}
-            [identity]
-            models_dir = {models:?}
-            [xclip]
-            window_secs = 2.0
-            rerun_secs = 1.0
-            [[xclip.categories]]
-            name = "suspicious"
-            risk = "high"
-            threshold = 0.0
-            prompts = ["a person loitering", "a person looking into windows"]
-            [motion]
-            analysis_fps = 10.0
-            [[cameras]]
-            id = "door"
-            source = "replay"
-            path = {frames:?}
-            width = 640
-            height = 480
-            fps = 10
-            ring = {{ frames = 200, max_bytes = 16000000 }}
-            "#,
-            data = dir.path(),
-            models = root.join("models/identity"),
-        ),
-        "test",
-    )
-    .unwrap();
+        f
+    });
     let h = Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap();
     let id = h.add_member("Barack", Role::Resident, "", &[]).unwrap();
     // Enrol from a different photo of him, through the same models the recorder uses.
@@ -351,47 +371,18 @@ fn a_trusted_car_driving_past_is_recognised_by_its_plate() {
     let car = image::open(root.join("tests/data/plates/car_AB123CD.png"))
         .unwrap()
         .to_rgb8();
-    let frames = dir.path().join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    for i in 0..30u32 {
-        // The car's rear (with its plate) creeping right across a dark street.
-        let crop = image::imageops::crop_imm(&car, 100, 140, 440, 270).to_image();
+    // The car's rear (with its plate) creeping right across a dark street.
+    let crop = image::imageops::crop_imm(&car, 100, 140, 440, 270).to_image();
+    let approaching = (
+        "approaching",
+        "medium",
+        ["a car parking", "a car driving by"],
+    );
+    let cfg = replay_scene(dir.path(), "drive", approaching, 30, |i| {
         let mut f = image::RgbImage::from_pixel(640, 480, image::Rgb([40, 44, 48]));
         image::imageops::replace(&mut f, &crop, i64::from(i * 6), 150);
-        f.save(frames.join(format!("{i:03}.jpg"))).unwrap();
-    }
-    let cfg = Config::from_toml_str(
-        &format!(
-            r#"
-            [storage]
-            data_dir = {data:?}
-            [identity]
-            models_dir = {models:?}
-            [xclip]
-            window_secs = 2.0
-            rerun_secs = 1.0
-            [[xclip.categories]]
-            name = "approaching"
-            risk = "medium"
-            threshold = 0.0
-            prompts = ["a car parking", "a car driving by"]
-            [motion]
-            analysis_fps = 10.0
-            [[cameras]]
-            id = "drive"
-            source = "replay"
-            path = {frames:?}
-            width = 640
-            height = 480
-            fps = 10
-            ring = {{ frames = 200, max_bytes = 16000000 }}
-            "#,
-            data = dir.path(),
-            models = root.join("models/identity"),
-        ),
-        "test",
-    )
-    .unwrap();
+        f
+    });
     let h = Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap();
     h.add_vehicle(&NewVehicle {
         description: "red hatchback".into(),

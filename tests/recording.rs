@@ -314,3 +314,40 @@ fn an_unusable_clips_directory_turns_recording_off_instead_of_stopping() {
     assert!(open_clips(&off, ok.path(), &events).is_none());
     assert!(!ok.path().join("clips").exists());
 }
+
+/// Retention drops old events; their finished recordings go with them (the disk budget
+/// would otherwise be the only thing to reclaim them), and one still being written stays.
+#[test]
+fn retention_removes_the_recordings_of_the_events_it_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clips = tmp.path().join(nvr_edge::recording::CLIPS_DIR);
+    std::fs::create_dir_all(&clips).unwrap();
+    let events = EventStore::open_in(
+        tmp.path(),
+        Retention {
+            max_rows: 1,
+            max_age_days: 30,
+        },
+    )
+    .unwrap();
+    let t0 = 1_800_000_000_000_000i64;
+    let first = events.start("cam", t0).unwrap();
+    std::fs::write(clips.join("first.avi"), b"RIFF").unwrap();
+    events.video_started(first, "first.avi").unwrap();
+    events.video_finished(first, 10, 4).unwrap();
+    let second = events.start("cam", t0 + 1_000_000).unwrap();
+    assert!(
+        events.get(first).unwrap().is_none(),
+        "retention kept one row"
+    );
+    assert!(
+        !clips.join("first.avi").exists(),
+        "the dropped event's recording is gone"
+    );
+    // Still recording when its event is dropped: left for the disk budget.
+    std::fs::write(clips.join("second.avi.part"), b"RIFF").unwrap();
+    events.video_started(second, "second.avi").unwrap();
+    events.start("cam", t0 + 2_000_000).unwrap();
+    assert!(events.get(second).unwrap().is_none());
+    assert!(clips.join("second.avi.part").exists());
+}
