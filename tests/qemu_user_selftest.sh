@@ -2,7 +2,8 @@
 # Run the aarch64 binary's self-test on synthetic cameras under qemu-aarch64-static and
 # check its JSON report. The rates are scaled for emulation (~10x slower than native; the
 # models' convolutions ~50x). The identity models run too, so their aarch64 (NEON) kernels
-# are checked for results, not only speed: the built-in portrait must give a face. The
+# are checked for results, not only speed: the built-in portrait must give a face, and the
+# built-in X-CLIP's logits must match PyTorch's (xclip_parity). The
 # plate reader is left out here (~14 s a read under emulation); x86_64 covers it.
 here=$(cd "$(dirname "$0")/.." && pwd)
 # usage: tests/qemu_user_selftest.sh path/to/aarch64/nvr-edge
@@ -59,6 +60,9 @@ check(any(m["placeholder"] for m in r["models"]), "the placeholder model is repo
 rows = {c["name"]: c for c in r["checks"]}
 check(rows.get("identity_faces_found", {}).get("measured", 0) >= 1,
       f"the face models find the built-in portrait's face on aarch64 ({r.get('identity')})")
+parity = rows.get("xclip_parity", {})
+check(parity.get("pass") is True,
+      f"X-CLIP logits on aarch64 (tract's NEON kernels and nvr-edge's ops) match PyTorch's: max diff {parity.get('measured')}")
 import re
 detail = rows.get("identity_fps", {}).get("detail") or ""
 m = re.search(r"(\d+) face embeddings", detail)
