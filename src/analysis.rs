@@ -7,6 +7,11 @@
 //! It runs on its own thread and only reads the ring, so capture never waits for it; it
 //! never waits for inference either (results are polled), and at most two clips per
 //! camera are in flight: when the service is busy a clip is skipped and counted.
+//!
+//! The identity models (people, faces, plates: up to a second per window on a small board)
+//! run on a second thread per camera, fed through a one-window slot: the motion gate keeps
+//! looking meanwhile, and a window that arrives while one is still waiting replaces it
+//! (counted), so the work stays bounded whatever the scene.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,6 +76,9 @@ pub struct AnalysisStats {
     /// Faces (or frames) the identity models saw but could not use: too small, too
     /// blurry, undecodable.
     pub identity_skipped: u64,
+    /// Clip windows the identity models never saw: a newer window replaced them while
+    /// they waited for the models to finish the one before.
+    pub identity_windows_replaced: u64,
     pub gate_ms_avg: f64,
     /// From the capture of the frame that confirmed motion to its event committed in the
     /// database: the last event's and the worst since start.
@@ -85,6 +93,35 @@ pub struct Analyzer {
     stats: Arc<Mutex<AnalysisStats>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    identity: Option<(Arc<IdentitySlot>, JoinHandle<()>)>,
+}
+
+/// The one clip window waiting for a camera's identity models.
+#[derive(Default)]
+struct IdentitySlot {
+    job: Mutex<IdentityJob>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct IdentityJob {
+    event: i64,
+    batch: FrameBatch,
+    waiting: bool,
+}
+
+impl IdentitySlot {
+    /// Hand a window over; replaces one still waiting.
+    fn offer(&self, ctx: &Ctx, event: i64, batch: &FrameBatch) {
+        let mut job = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        if job.waiting {
+            ctx.stats().identity_windows_replaced += 1;
+        }
+        job.event = event;
+        job.batch.copy_from(batch);
+        job.waiting = true;
+        self.ready.notify_one();
+    }
 }
 
 struct Ctx {
@@ -96,6 +133,8 @@ struct Ctx {
     clock: Arc<dyn Clock>,
     stats: Arc<Mutex<AnalysisStats>>,
     stop: Arc<AtomicBool>,
+    /// Written by the identity thread, read when X-CLIP's results come in.
+    tallies: Mutex<Tallies>,
 }
 
 /// What one camera's analysis needs besides its camera; shared by all cameras.
@@ -111,6 +150,10 @@ pub struct AnalysisDeps {
 impl Ctx {
     fn stats(&self) -> MutexGuard<'_, AnalysisStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tallies(&self) -> MutexGuard<'_, Tallies> {
+        self.tallies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn note_err(&self, e: impl std::fmt::Display) {
@@ -159,7 +202,7 @@ impl Analyzer {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let name = format!("ana-{}", camera.id);
-        let ctx = Ctx {
+        let ctx = Arc::new(Ctx {
             camera,
             xclip: deps.xclip.clone(),
             identity: deps.identity.clone(),
@@ -168,14 +211,28 @@ impl Analyzer {
             clock: deps.clock.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            tallies: Mutex::new(Tallies::default()),
+        });
+        let identity = match &ctx.identity {
+            Some(idn) => {
+                let slot = Arc::new(IdentitySlot::default());
+                let (ctx, idn, s) = (ctx.clone(), idn.clone(), slot.clone());
+                let t = std::thread::Builder::new()
+                    .name(format!("idn-{}", ctx.camera.id))
+                    .spawn(move || identity_thread(&ctx, &idn, &s))?;
+                Some((slot, t))
+            }
+            None => None,
         };
+        let slot = identity.as_ref().map(|(s, _)| s.clone());
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(&ctx, recorder))?;
+            .spawn(move || run(&ctx, recorder, slot.as_deref()))?;
         Ok(Self {
             stats,
             stop,
             thread: Some(thread),
+            identity,
         })
     }
 
@@ -191,6 +248,10 @@ impl Analyzer {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some((slot, t)) = self.identity.take() {
+            slot.ready.notify_all();
             let _ = t.join();
         }
     }
@@ -240,6 +301,32 @@ fn lowering<'a>(
     }
 }
 
+/// The identity models' thread: one window at a time from `slot`, until the analyzer stops.
+fn identity_thread(ctx: &Ctx, idn: &IdentityDeps, slot: &IdentitySlot) {
+    let mut batch = FrameBatch::default();
+    let mut observations: Vec<Observation> = Vec::with_capacity(64);
+    loop {
+        let event = {
+            let mut job = slot.job.lock().unwrap_or_else(|e| e.into_inner());
+            while !job.waiting && !ctx.stop.load(Ordering::SeqCst) {
+                job = slot
+                    .ready
+                    .wait_timeout(job, Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if ctx.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            job.waiting = false;
+            // Take the window, leave our old storage for the next one.
+            std::mem::swap(&mut batch, &mut job.batch);
+            job.event
+        };
+        identify(ctx, idn, event, &batch, &mut observations);
+    }
+}
+
 /// Run the identity models on a clip window and update the event when that changes who
 /// it names.
 fn identify(
@@ -247,7 +334,6 @@ fn identify(
     idn: &IdentityDeps,
     event: i64,
     batch: &FrameBatch,
-    tallies: &mut Tallies,
     observations: &mut Vec<Observation>,
 ) {
     observations.clear();
@@ -268,6 +354,7 @@ fn identify(
         ctx.note_err(format!("identity: {e}"));
         return;
     }
+    let mut tallies = ctx.tallies();
     let tally = tallies.get_mut(event);
     let before = tally.confirmed(&idn.cfg).count();
     tally.add(&idn.household, observations);
@@ -280,7 +367,7 @@ fn identify(
             "skipped": tally.skipped,
             "models": idn.observer.describe(),
         });
-        let lower = lowering(ctx, tallies, event);
+        let lower = lowering(ctx, &tallies, event);
         if let Err(e) = ctx.events.set_household(event, &json, &lower) {
             ctx.note_err(e);
         }
@@ -288,7 +375,7 @@ fn identify(
     }
 }
 
-fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>, tallies: &Tallies) {
+fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>) {
     pending.retain(|(event, ticket)| match ticket.try_wait() {
         None => true,
         Some(Ok(r)) => {
@@ -297,9 +384,10 @@ fn poll(ctx: &Ctx, pending: &mut Vec<(i64, Ticket)>, tallies: &Tallies) {
                 st.clips_done += 1;
                 st.inference_ms_sum += r.latency_ms;
             }
+            let tallies = ctx.tallies();
             if let Err(e) = ctx
                 .events
-                .add_clip(*event, &r, &lowering(ctx, tallies, *event))
+                .add_clip(*event, &r, &lowering(ctx, &tallies, *event))
             {
                 ctx.note_err(e);
             }
@@ -325,7 +413,7 @@ fn pump(ctx: &Ctx, recorder: &mut Option<Recorder>) {
     }
 }
 
-fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
+fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot>) {
     let period = Duration::from_secs_f64(1.0 / ctx.cfg.motion.analysis_fps.max(0.1));
     let window_us = (ctx.cfg.window_secs * 1e6) as i64;
     let rerun_us = (ctx.cfg.rerun_secs * 1e6) as i64;
@@ -340,12 +428,10 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
     let mut event: Option<i64> = None;
     let mut next_clip_us = 0i64;
     let mut pending: Vec<(i64, Ticket)> = Vec::with_capacity(MAX_IN_FLIGHT);
-    let mut tallies = Tallies::default();
-    let mut observations: Vec<Observation> = Vec::with_capacity(64);
     let mut gate_ns = 0u128;
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
-        poll(ctx, &mut pending, &tallies);
+        poll(ctx, &mut pending);
         pump(ctx, &mut recorder);
         let newest = ctx.camera.ring.with_newest(|f| {
             (Some(f.meta.seq) != last_seq).then(|| {
@@ -423,8 +509,8 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
                             }
                         }
                     }
-                    if let Some(idn) = &ctx.identity {
-                        identify(ctx, idn, id, &batch, &mut tallies, &mut observations);
+                    if let Some(slot) = identity {
+                        slot.offer(ctx, id, &batch);
                     }
                 }
             }
@@ -446,7 +532,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !pending.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        poll(ctx, &mut pending, &tallies);
+        poll(ctx, &mut pending);
     }
     if let Some(id) = event {
         if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {

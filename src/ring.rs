@@ -478,6 +478,15 @@ impl FrameBatch {
         batch
     }
 
+    /// Make this a copy of `other`, reusing this batch's storage (no allocation once it
+    /// has grown to the size of the batches it carries).
+    pub fn copy_from(&mut self, other: &FrameBatch) {
+        self.clear();
+        self.metas.extend_from_slice(&other.metas);
+        self.ranges.extend_from_slice(&other.ranges);
+        self.data.extend_from_slice(&other.data);
+    }
+
     pub fn clear(&mut self) {
         self.metas.clear();
         self.ranges.clear();
