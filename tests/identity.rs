@@ -235,9 +235,6 @@ fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
     assert!(app.analysis()[0].identity_runs >= 1);
 }
 
-/// A replay camera whose frames are a real photo of a man walking across a grey scene: the
-/// real face models find and embed him, the household (enrolled from another photo of him)
-/// names him, and the event's risk is lowered. Everything real from camera to database.
 /// A replay camera (`id`, 640x480 at 10 fps) showing `frames` rendered scenes, with the
 /// real identity models and one X-CLIP category (`category`, `risk`, two prompts) that
 /// always fires: the config of the end-to-end tests, data under `data`.
@@ -287,6 +284,9 @@ fn replay_scene(
     .unwrap()
 }
 
+/// A replay camera whose frames are a real photo of a man walking across a grey scene: the
+/// real face models find and embed him, the household (enrolled from another photo of him)
+/// names him, and the event's risk is lowered. Everything real from camera to database.
 #[test]
 fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
     if !common::face_embedder_installed() {
@@ -407,4 +407,81 @@ fn a_trusted_car_driving_past_is_recognised_by_its_plate() {
         e.risk_note.as_deref(),
         Some("trusted vehicle red hatchback (was medium)")
     );
+}
+
+/// Identity models slower than the clip windows come (1.5 s a window, one every 0.5 s): they
+/// run beside the analysis, so the motion gate keeps looking at its rate, and a window that
+/// arrives while another waits replaces it instead of queueing.
+struct Slow;
+
+impl Observer for Slow {
+    fn describe(&self) -> String {
+        "test observer (1.5 s per window)".into()
+    }
+    fn observe(&self, _: &FrameBatch, _: &mut Vec<Observation>) -> Result<(), String> {
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(())
+    }
+}
+
+#[test]
+fn slow_identity_models_do_not_hold_up_the_motion_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {:?}
+            [xclip]
+            window_secs = 1.0
+            rerun_secs = 0.5
+            [motion]
+            analysis_fps = 10.0
+            [[cameras]]
+            id = "porch"
+            source = "synthetic"
+            width = 320
+            height = 240
+            fps = 15
+            ring = {{ frames = 300, max_bytes = 16000000 }}
+            "#,
+            dir.path()
+        ),
+        "test",
+    )
+    .unwrap();
+    let identity = nvr_edge::analysis::IdentityDeps {
+        observer: Arc::new(Slow),
+        household: Arc::new(
+            Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap(),
+        ),
+        cfg: cfg.identity.clone(),
+    };
+    let mut app = nvr_edge::service::Appliance::start_with_identity(
+        &cfg,
+        Arc::new(SystemClock),
+        Some(Arc::new(identity)),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.analysis()[0].identity_windows_replaced == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no window replaced: {:?}",
+            app.analysis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = app.analysis()[0].clone();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = app.analysis()[0].clone();
+    app.stop();
+    // 3 s at 10 frames/s; had the gate waited for the models it would have seen a few.
+    let analysed = after.analysed - before.analysed;
+    assert!(
+        analysed >= 15,
+        "the gate analysed {analysed} frames in 3 s: {after:?}"
+    );
+    let runs = after.identity_runs - before.identity_runs;
+    assert!(runs <= 3, "{runs} windows in 3 s at 1.5 s each");
 }
