@@ -140,6 +140,32 @@ fn a_member_outside_their_schedule_and_an_untrusted_vehicle_lower_nothing() {
     assert!(why.unwrap().contains("trusted vehicle family car"));
 }
 
+/// The synthetic "porch" camera (a moving scene, 320x240 at 15 fps) analysed at 10 frames/s,
+/// with `xclip` as the body of the `[xclip]` section; data under `data`.
+fn porch(data: &std::path::Path, xclip: &str) -> Config {
+    Config::from_toml_str(
+        &format!(
+            r#"
+            [storage]
+            data_dir = {data:?}
+            [xclip]
+            {xclip}
+            [motion]
+            analysis_fps = 10.0
+            [[cameras]]
+            id = "porch"
+            source = "synthetic"
+            width = 320
+            height = 240
+            fps = 15
+            ring = {{ frames = 300, max_bytes = 16000000 }}
+            "#
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
 /// The first event `want` accepts, polling the running recorder for up to `secs` seconds.
 fn wait_for_event(
     app: &nvr_edge::service::Appliance,
@@ -177,35 +203,17 @@ impl Observer for Shows {
 #[test]
 fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::from_toml_str(
-        &format!(
-            r#"
-            [storage]
-            data_dir = {:?}
-            [xclip]
-            window_secs = 2.0
-            rerun_secs = 1.0
-            # Every prompt counts, so each event gets a risk to lower.
-            [[xclip.categories]]
-            name = "suspicious"
-            risk = "high"
-            threshold = 0.0
-            prompts = ["a person loitering", "a person looking into windows"]
-            [motion]
-            analysis_fps = 10.0
-            [[cameras]]
-            id = "porch"
-            source = "synthetic"
-            width = 320
-            height = 240
-            fps = 15
-            ring = {{ frames = 300, max_bytes = 16000000 }}
-            "#,
-            dir.path()
-        ),
-        "test",
-    )
-    .unwrap();
+    // Every prompt counts, so each event gets a risk to lower.
+    let cfg = porch(
+        dir.path(),
+        r#"window_secs = 2.0
+        rerun_secs = 1.0
+        [[xclip.categories]]
+        name = "suspicious"
+        risk = "high"
+        threshold = 0.0
+        prompts = ["a person loitering", "a person looking into windows"]"#,
+    );
     let h = Arc::new(
         Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap(),
     );
@@ -427,29 +435,7 @@ impl Observer for Slow {
 #[test]
 fn slow_identity_models_do_not_hold_up_the_motion_gate() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::from_toml_str(
-        &format!(
-            r#"
-            [storage]
-            data_dir = {:?}
-            [xclip]
-            window_secs = 1.0
-            rerun_secs = 0.5
-            [motion]
-            analysis_fps = 10.0
-            [[cameras]]
-            id = "porch"
-            source = "synthetic"
-            width = 320
-            height = 240
-            fps = 15
-            ring = {{ frames = 300, max_bytes = 16000000 }}
-            "#,
-            dir.path()
-        ),
-        "test",
-    )
-    .unwrap();
+    let cfg = porch(dir.path(), "window_secs = 1.0\nrerun_secs = 0.5");
     let identity = nvr_edge::analysis::IdentityDeps {
         observer: Arc::new(Slow),
         household: Arc::new(

@@ -340,7 +340,6 @@ impl TypedOp for LayerNorm {
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
         // Only changes among the row axes, before the normalised ones.
-        let _ = model;
         let axis = match change {
             AxisOp::Add(a) if *a <= self.axis => self.axis + 1,
             AxisOp::Rm(a) if *a < self.axis => self.axis - 1,
