@@ -6,8 +6,9 @@
 
 mod common;
 
+use common::HouseholdCli;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -17,45 +18,22 @@ fn photo(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Cli {
-    dir: tempfile::TempDir,
+/// The household CLI with the real identity models and `extra` config.
+struct Cli(HouseholdCli);
+
+impl std::ops::Deref for Cli {
+    type Target = HouseholdCli;
+    fn deref(&self) -> &HouseholdCli {
+        &self.0
+    }
 }
 
 impl Cli {
     fn new(extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/identity");
-        std::fs::write(
-            dir.path().join("c.toml"),
-            format!(
-                "[storage]\ndata_dir = {:?}\n[identity]\nmodels_dir = {models:?}\n{extra}",
-                dir.path()
-            ),
-        )
-        .unwrap();
-        Self { dir }
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, Value, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
-            .arg("--config")
-            .arg(self.dir.path().join("c.toml"))
-            .arg("household")
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        (
-            out.status.code().unwrap_or(-1),
-            serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let (code, v, err) = self.run(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        v
+        Cli(HouseholdCli::new(|dir| {
+            format!("[storage]\ndata_dir = {dir:?}\n[identity]\nmodels_dir = {models:?}\n{extra}")
+        }))
     }
 
     fn identify(&self, name: &str) -> Vec<Value> {

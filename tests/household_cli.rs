@@ -1,45 +1,29 @@
 //! `nvr-edge household ...` end to end through the binary and a real database file:
 //! JSON out, bad input refused with status 2 and the database unchanged.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
+
+use common::HouseholdCli;
 
 use nvr_edge::household::vectors::{perturbed, random_unit_vectors, to_blob};
-use serde_json::Value;
 
-struct Env {
-    dir: tempfile::TempDir,
+/// The household CLI on a database of its own.
+struct Env(HouseholdCli);
+
+impl std::ops::Deref for Env {
+    type Target = HouseholdCli;
+    fn deref(&self) -> &HouseholdCli {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = format!("[storage]\ndata_dir = {:?}\n", dir.path().join("data"));
-        std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-        Env { dir }
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, Value, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
-            .arg("--config")
-            .arg(self.dir.path().join("c.toml"))
-            .arg("household")
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-        (
-            out.status.code().unwrap_or(-1),
-            v,
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let (code, v, err) = self.run(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        v
+        Env(HouseholdCli::new(|dir| {
+            format!("[storage]\ndata_dir = {:?}\n", dir.join("data"))
+        }))
     }
 
     fn file(&self, name: &str, bytes: &[u8]) -> String {

@@ -80,3 +80,41 @@ pub fn face_embedder_installed() -> bool {
     );
     false
 }
+
+/// `nvr-edge --config <its dir>/c.toml household ...` through the binary, in a temporary
+/// directory of its own; `config(dir)` writes the config's text.
+pub struct HouseholdCli {
+    pub dir: tempfile::TempDir,
+}
+
+impl HouseholdCli {
+    pub fn new(config: impl FnOnce(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.toml"), config(dir.path())).unwrap();
+        Self { dir }
+    }
+
+    /// Exit status, stdout as JSON (Null when it is not), stderr.
+    pub fn run(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+            .arg("--config")
+            .arg(self.dir.path().join("c.toml"))
+            .arg("household")
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        (
+            out.status.code().unwrap_or(-1),
+            serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The JSON of a run that must succeed.
+    pub fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let (code, v, err) = self.run(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        v
+    }
+}
