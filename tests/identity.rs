@@ -166,6 +166,25 @@ fn porch(data: &std::path::Path, xclip: &str) -> Config {
     .unwrap()
 }
 
+/// The appliance on `cfg` with `observer` at the identity seam, naming `household`'s people.
+fn start_observed(
+    cfg: &Config,
+    observer: Arc<dyn Observer>,
+    household: Arc<Household>,
+) -> nvr_edge::service::Appliance {
+    let identity = nvr_edge::analysis::IdentityDeps {
+        observer,
+        household,
+        cfg: cfg.identity.clone(),
+    };
+    nvr_edge::service::Appliance::start_with_identity(
+        cfg,
+        Arc::new(SystemClock),
+        Some(Arc::new(identity)),
+    )
+    .unwrap()
+}
+
 /// The first event `want` accepts, polling the running recorder for up to `secs` seconds.
 fn wait_for_event(
     app: &nvr_edge::service::Appliance,
@@ -219,17 +238,7 @@ fn the_recorder_names_a_member_in_an_event_and_lowers_its_risk() {
     );
     let ann = h.add_member("Ann", Role::Resident, "", &[]).unwrap();
     h.add_embedding(ann, MODEL, &unit(1, 192), "test").unwrap();
-    let identity = nvr_edge::analysis::IdentityDeps {
-        observer: Arc::new(Shows(unit(1, 192))),
-        household: h,
-        cfg: cfg.identity.clone(),
-    };
-    let mut app = nvr_edge::service::Appliance::start_with_identity(
-        &cfg,
-        Arc::new(SystemClock),
-        Some(Arc::new(identity)),
-    )
-    .unwrap();
+    let mut app = start_observed(&cfg, Arc::new(Shows(unit(1, 192))), h);
     let e = wait_for_event(&app, 60, "no event naming Ann", |e| {
         e.clips >= 1 && e.household.is_some()
     });
@@ -436,19 +445,9 @@ impl Observer for Slow {
 fn slow_identity_models_do_not_hold_up_the_motion_gate() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = porch(dir.path(), "window_secs = 1.0\nrerun_secs = 0.5");
-    let identity = nvr_edge::analysis::IdentityDeps {
-        observer: Arc::new(Slow),
-        household: Arc::new(
-            Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap(),
-        ),
-        cfg: cfg.identity.clone(),
-    };
-    let mut app = nvr_edge::service::Appliance::start_with_identity(
-        &cfg,
-        Arc::new(SystemClock),
-        Some(Arc::new(identity)),
-    )
-    .unwrap();
+    let household =
+        Household::open_in(dir.path(), cfg.household.clone(), Arc::new(SystemClock)).unwrap();
+    let mut app = start_observed(&cfg, Arc::new(Slow), Arc::new(household));
     let deadline = Instant::now() + Duration::from_secs(30);
     while app.analysis()[0].identity_windows_replaced == 0 {
         assert!(
