@@ -23,6 +23,11 @@
 //!   dim]`) and writes the output in the layout the output projection reads, one head
 //!   at a time, heads of different batch items on different threads.
 //!
+//! - **Per-channel Add/Mul** (`x + b[c]`, `x * a[c]` with the constant varying along one
+//!   axis, as batch-norm biases and PReLU slopes in NCHW graphs are): tract leaves these on
+//!   its generic broadcasting path (~0.7 ns an element; 40 of MobileFaceNet's 62 ms).
+//!   [`ChannelOp`] runs them a channel block at a time; swapped in the optimised plan.
+//!
 //! All compute in f32 with the same formula as PyTorch; the parity tests against the
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
 //! ops on random inputs.
@@ -36,7 +41,7 @@ use tract_onnx::tract_core::ops::array::Slice;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::math::Mul;
+use tract_onnx::tract_core::ops::math::{Add, Mul};
 use tract_onnx::tract_core::ops::nn::{Sigmoid, Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::Expansion;
@@ -1061,12 +1066,140 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
     Ok(fused)
 }
 
+/// `x + v[c]` or `x * v[c]`, `c` the index along `axis` (`v` from the node's second input,
+/// a constant of ones but along `axis`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct ChannelOp {
+    pub mul: bool,
+    pub axis: usize,
+    /// Which input is the constant (the other is `x`).
+    pub konst: usize,
+}
+
+impl Op for ChannelOp {
+    fn name(&self) -> StaticName {
+        if self.mul {
+            "NvrChannelMul".into()
+        } else {
+            "NvrChannelAdd".into()
+        }
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("axis: {}", self.axis)])
+    }
+    op_as_typed_op!();
+}
+
+/// Apply `v` (one value per channel) to `data`, laid out as `[.., channels, inner]`.
+pub fn channel_op(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
+        return unsafe { channel_op_avx2(data, v, inner, mul) };
+    }
+    channel_op_body(data, v, inner, mul)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn channel_op_avx2(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
+    channel_op_body(data, v, inner, mul)
+}
+
+#[inline(always)]
+fn channel_op_body(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
+    for outer in data.chunks_exact_mut(v.len() * inner) {
+        for (block, &c) in outer.chunks_exact_mut(inner).zip(v) {
+            if mul {
+                block.iter_mut().for_each(|x| *x *= c);
+            } else {
+                block.iter_mut().for_each(|x| *x += c);
+            }
+        }
+    }
+}
+
+impl EvalOp for ChannelOp {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let v = inputs.remove(self.konst);
+        let x = inputs.remove(0);
+        let v = v.try_as_plain_ram()?;
+        let v = v.as_slice::<f32>()?;
+        let shape = x.shape();
+        ensure!(
+            self.axis < shape.len() && shape[self.axis] == v.len(),
+            "channel op: {} values along axis {} of {shape:?}",
+            v.len(),
+            self.axis
+        );
+        let inner: usize = shape[self.axis + 1..].iter().product();
+        let row = v.len() * inner;
+        rows_in_place(x, row.max(1), |chunk| channel_op(chunk, v, inner, self.mul))
+    }
+}
+
+impl TypedOp for ChannelOp {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(inputs[1 - self.konst].without_value()))
+    }
+
+    as_op!();
+}
+
+/// The per-channel form of a binary op node, if it is one: f32 `Add` or `Mul` of a full
+/// tensor and a constant that varies along one axis only, the output shaped like the
+/// tensor.
+fn channel_op_for(model: &TypedModel, node: &TypedNode) -> Option<ChannelOp> {
+    let bin = node.op_as::<TypedBinOp>()?;
+    let mul = if bin.0.downcast_ref::<Mul>().is_some() {
+        true
+    } else if bin.0.downcast_ref::<Add>().is_some() {
+        false
+    } else {
+        return None;
+    };
+    if node.inputs.len() != 2 || bin.1.is_some() {
+        return None;
+    }
+    let out = &node.outputs[0].fact;
+    for konst in [1, 0] {
+        let (x, c) = (
+            model.outlet_fact(node.inputs[1 - konst]).ok()?,
+            model.outlet_fact(node.inputs[konst]).ok()?,
+        );
+        let Some(v) = &c.konst else { continue };
+        let varying: Vec<usize> = (0..v.rank()).filter(|&a| v.shape()[a] > 1).collect();
+        if x.datum_type != DatumType::F32
+            || v.datum_type() != DatumType::F32
+            || x.shape != out.shape
+            || v.rank() != x.rank()
+            || varying.len() != 1
+            || x.shape[varying[0]].to_usize().ok() != Some(v.shape()[varying[0]])
+        {
+            continue;
+        }
+        return Some(ChannelOp {
+            mul,
+            axis: varying[0],
+            konst,
+        });
+    }
+    None
+}
+
 /// Swap ops in an optimised model for faster equivalents; returns how many were swapped.
 /// Runs after tract's optimiser so its own passes (which know nothing of our ops) are done.
 pub fn speed_up(model: &mut TypedModel) -> TractResult<usize> {
     let mut swapped = 0;
     for id in 0..model.nodes.len() {
         let node = &model.nodes[id];
+        if let Some(op) = channel_op_for(model, node) {
+            model.nodes[id].op = Box::new(op);
+            swapped += 1;
+            continue;
+        }
         let Some(sm) = node.op_as::<Softmax>() else {
             continue;
         };
@@ -1289,6 +1422,41 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(d < 1e-5, "variants differ by {d}");
+        }
+    }
+
+    #[test]
+    fn channel_ops_match_the_definition() {
+        // [2, 3, 5] with the constant along axis 1, then along the last axis.
+        let x = values(30, 11);
+        let v = values(3, 12);
+        for (mul, axis) in [(true, 1), (false, 1), (true, 2), (false, 2)] {
+            let (shape, vshape) = if axis == 1 {
+                ([2usize, 3, 5], [1usize, 3, 1])
+            } else {
+                ([2, 5, 3], [1, 1, 3])
+            };
+            let op = ChannelOp {
+                mul,
+                axis,
+                konst: 1,
+            };
+            let out = op
+                .eval(
+                    &EvalContext::out_of_plan(),
+                    tvec!(
+                        Tensor::from_shape(&shape, &x).unwrap().into_tvalue(),
+                        Tensor::from_shape(&vshape, &v).unwrap().into_tvalue()
+                    ),
+                )
+                .unwrap();
+            let got = out[0].try_as_plain_ram().unwrap();
+            let got = got.as_slice::<f32>().unwrap();
+            for (i, (&g, &xi)) in got.iter().zip(&x).enumerate() {
+                let c = if axis == 1 { (i / 5) % 3 } else { i % 3 };
+                let want = if mul { xi * v[c] } else { xi + v[c] };
+                assert_eq!(g, want, "mul {mul}, axis {axis}, element {i}");
+            }
         }
     }
 
