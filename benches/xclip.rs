@@ -7,7 +7,9 @@
 //!   with the tract/ORT ratio (goal <= 1.0);
 //! - memory of the loaded model (jemalloc bytes) against its weight bytes (goal <= 1.2x);
 //! - for the tiny model, whole-clip latency (8 JPEG frames preprocessed + graph) and a
-//!   burst of 20 through the service (the spec: > 10 clips/s).
+//!   burst of 20 through the service (the spec: > 10 clips/s);
+//! - with `NVR_XCLIP_PROFILE` set, the time per kind of op in the video graph (what to look
+//!   at before optimising anything).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,6 +103,17 @@ fn graph_table(label: &str, dir: &Path, iters: usize) {
         .iter()
         .map(|x| x * 0.1)
         .collect();
+    if std::env::var_os("NVR_XCLIP_PROFILE").is_some() {
+        // Where the time goes, per kind of op (1 thread), before anything is optimised.
+        for t in model
+            .profile_video(&px, &te, 5)
+            .expect("profile runs")
+            .iter()
+            .take(15)
+        {
+            println!("  {:>9.2} ms {:>5} calls  {}", t.ms, t.calls, t.op);
+        }
+    }
     for threads in [1usize, 2] {
         let exec = if threads > 1 {
             Executor::multithread(threads)

@@ -196,3 +196,44 @@ pub fn build_fixed(
         .and_then(optimise)
         .map_err(|e| load_err(path, format!("cannot optimise the graph: {e:#}")))
 }
+
+/// Time spent per kind of op in one run of `plan`: what to look at before optimising a
+/// model (the benches print it on request). Sorted by time, most first.
+#[derive(Debug, Clone)]
+pub struct OpTime {
+    pub op: String,
+    pub ms: f64,
+    pub calls: usize,
+}
+
+/// Run `plan` on `inputs` `runs` times after one warm-up and return the mean time per run
+/// of each kind of op.
+pub fn profile(plan: &Plan, inputs: &[Tensor], runs: usize) -> TractResult<Vec<OpTime>> {
+    use std::collections::HashMap;
+    let mut by_op: HashMap<String, (f64, usize)> = HashMap::new();
+    for run in 0..=runs {
+        let mut state = tract_onnx::tract_core::model::typed::TypedSimpleState::new(plan)?;
+        let inputs: TVec<TValue> = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
+        state.run_plan_with_eval(inputs, |ctx, op_state, node, node_inputs| {
+            let t = std::time::Instant::now();
+            let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, node_inputs);
+            if run > 0 {
+                let e = by_op.entry(node.op().name().to_string()).or_default();
+                e.0 += t.elapsed().as_secs_f64() * 1e3;
+                e.1 += 1;
+            }
+            out
+        })?;
+    }
+    let runs = runs.max(1);
+    let mut v: Vec<OpTime> = by_op
+        .into_iter()
+        .map(|(op, (ms, calls))| OpTime {
+            op,
+            ms: ms / runs as f64,
+            calls: calls / runs,
+        })
+        .collect();
+    v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(v)
+}

@@ -1328,6 +1328,18 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
         assert!(diff < 1e-4, "logits differ by {diff}");
+        // The per-op profile the benches print sees them too, once per layer.
+        let inputs = [
+            Tensor::from_shape(&[1, 8, 3, 224, 224], &px).unwrap(),
+            Tensor::from_shape(&[5, 64], &te).unwrap(),
+        ];
+        let times = crate::inference::onnx::profile(&ours, &inputs, 1).unwrap();
+        let attention = times.iter().find(|t| t.op == "NvrAttention").unwrap();
+        assert_eq!(attention.calls, count("NvrAttention"));
+        assert!(
+            times.windows(2).all(|w| w[0].ms >= w[1].ms),
+            "sorted by time"
+        );
     }
 
     #[test]

@@ -293,6 +293,30 @@ impl XclipModel {
         Ok(v)
     }
 
+    /// Per-op times of the video graph on `pixel_values` and `text_embeds` (see
+    /// [`super::onnx::profile`]).
+    pub fn profile_video(
+        &self,
+        pixel_values: &[f32],
+        text_embeds: &[f32],
+        runs: usize,
+    ) -> Result<Vec<super::onnx::OpTime>, XclipError> {
+        let m = &self.manifest;
+        let p = text_embeds.len() / m.embed_dim.max(1);
+        let inputs = [
+            Tensor::from_shape(
+                &[1, m.num_frames, 3, m.image_size, m.image_size],
+                pixel_values,
+            ),
+            Tensor::from_shape(&[p, m.embed_dim], text_embeds),
+        ];
+        inputs
+            .into_iter()
+            .collect::<TractResult<Vec<_>>>()
+            .and_then(|inputs| super::onnx::profile(&self.video, &inputs, runs))
+            .map_err(|e| XclipError::Run(format!("video graph: {e:#}")))
+    }
+
     /// `logits_per_video` [P] for one clip (`pixel_values` = T*3*S*S values).
     pub fn logits(
         &self,
