@@ -99,6 +99,11 @@ impl Check {
         }
     }
 
+    /// A check that could not be measured (the detail says why): it never passes.
+    fn failed(name: &str, op: Op, target: f64, unit: &str) -> Self {
+        Self::new(name, None, f64::NAN, op, target, unit)
+    }
+
     fn detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());
         self
@@ -438,24 +443,10 @@ impl Probe {
         let target = cfg.targets.frame_to_event_ms;
         let failed = |e: &str| {
             vec![
-                Check::new(
-                    "frame_to_event_ms",
-                    None,
-                    f64::NAN,
-                    Op::AtMost,
-                    target,
-                    "ms",
-                )
-                .detail(format!("probe camera did not run: {e}")),
-                Check::new(
-                    "event_video_frames",
-                    None,
-                    f64::NAN,
-                    Op::AtLeast,
-                    1.0,
-                    "frames",
-                )
-                .detail(format!("probe camera did not run: {e}")),
+                Check::failed("frame_to_event_ms", Op::AtMost, target, "ms")
+                    .detail(format!("probe camera did not run: {e}")),
+                Check::failed("event_video_frames", Op::AtLeast, 1.0, "frames")
+                    .detail(format!("probe camera did not run: {e}")),
             ]
         };
         let mut p = match probe {
@@ -623,9 +614,7 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
         Ok(hh) => hh,
         Err(e) => {
             let msg = format!("{}: {}", cfg.storage.data_dir.display(), error_chain(&e));
-            return vec![
-                Check::new("household_db", None, f64::NAN, Op::AtMost, 0.0, "problems").detail(msg),
-            ];
+            return vec![Check::failed("household_db", Op::AtMost, 0.0, "problems").detail(msg)];
         }
     };
     let mut checks = Vec::new();
@@ -633,8 +622,9 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
         Ok(Ok(())) => Check::new("household_db", None, 0.0, Op::AtMost, 0.0, "problems"),
         Ok(Err(found)) => Check::new("household_db", None, 1.0, Op::AtMost, 0.0, "problems")
             .detail(format!("PRAGMA integrity_check: {found}")),
-        Err(e) => Check::new("household_db", None, f64::NAN, Op::AtMost, 0.0, "problems")
-            .detail(error_chain(&e)),
+        Err(e) => {
+            Check::failed("household_db", Op::AtMost, 0.0, "problems").detail(error_chain(&e))
+        }
     };
     checks.push(problems);
     let gallery = hh.gallery();
@@ -720,9 +710,7 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
 fn motion_check(cfg: &Config) -> Check {
     let frames = match synthetic_clips(cfg, 1, 30) {
         Ok(mut c) => c.remove(0),
-        Err(e) => {
-            return Check::new("motion_gate_ms", None, f64::NAN, Op::AtMost, 0.0, "ms").detail(e)
-        }
+        Err(e) => return Check::failed("motion_gate_ms", Op::AtMost, 0.0, "ms").detail(e),
     };
     let mut gate = crate::motion::MotionGate::new(cfg.motion.clone());
     let t0 = Instant::now();
@@ -842,15 +830,7 @@ fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
 fn plate_checks(cfg: &Config, reader: &crate::inference::plates::PlateReader) -> Vec<Check> {
     let t = &cfg.targets;
     let failed = |e: String| {
-        vec![Check::new(
-            "plate_read_ms",
-            None,
-            f64::NAN,
-            Op::AtMost,
-            t.plate_read_ms,
-            "ms",
-        )
-        .detail(e)]
+        vec![Check::failed("plate_read_ms", Op::AtMost, t.plate_read_ms, "ms").detail(e)]
     };
     let img = match image::load_from_memory(SELFTEST_PLATE) {
         Ok(i) => i.to_rgb8(),
@@ -939,15 +919,8 @@ fn face_checks(
         }
         Err(e) => {
             rows.push(
-                Check::new(
-                    "face_detect_ms",
-                    None,
-                    f64::NAN,
-                    Op::AtMost,
-                    t.face_detect_ms,
-                    "ms",
-                )
-                .detail(error_chain(&e)),
+                Check::failed("face_detect_ms", Op::AtMost, t.face_detect_ms, "ms")
+                    .detail(error_chain(&e)),
             );
             return (rows, describe);
         }
@@ -974,15 +947,8 @@ fn face_checks(
         ),
         Err(e) => {
             rows.push(
-                Check::new(
-                    "face_embed_ms",
-                    None,
-                    f64::NAN,
-                    Op::AtMost,
-                    t.face_embed_ms,
-                    "ms",
-                )
-                .detail(error_chain(&e)),
+                Check::failed("face_embed_ms", Op::AtMost, t.face_embed_ms, "ms")
+                    .detail(error_chain(&e)),
             );
             return (rows, describe);
         }
@@ -1003,7 +969,7 @@ fn face_checks(
                                 "worst of 3 NanoDet passes on a 640x480 frame (after one warm-up): {people} person(s) found"
                             ))
                     }
-                    Err(e) => Check::new("object_detect_ms", None, f64::NAN, Op::AtMost, t.object_detect_ms, "ms")
+                    Err(e) => Check::failed("object_detect_ms", Op::AtMost, t.object_detect_ms, "ms")
                         .detail(error_chain(&e)),
                 });
                 describe = format!(
@@ -1014,15 +980,8 @@ fn face_checks(
             }
             Err(e) => {
                 rows.push(
-                    Check::new(
-                        "object_detect_ms",
-                        None,
-                        f64::NAN,
-                        Op::AtMost,
-                        t.object_detect_ms,
-                        "ms",
-                    )
-                    .detail(error_chain(&e)),
+                    Check::failed("object_detect_ms", Op::AtMost, t.object_detect_ms, "ms")
+                        .detail(error_chain(&e)),
                 );
                 None
             }
@@ -1069,7 +1028,7 @@ fn face_checks(
         Ok(()) => Check::new("identity_fps", None, IDENTITY_FRAMES as f64 / secs, Op::AtLeast, t.identity_fps, "fps").detail(format!(
             "{IDENTITY_FRAMES} JPEG frames through decode, people detection, face detection, alignment and embedding: {persons} face embeddings"
         )),
-        Err(e) => Check::new("identity_fps", None, f64::NAN, Op::AtLeast, t.identity_fps, "fps").detail(e),
+        Err(e) => Check::failed("identity_fps", Op::AtLeast, t.identity_fps, "fps").detail(e),
     });
     (rows, describe)
 }
@@ -1077,9 +1036,8 @@ fn face_checks(
 fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>, Option<Load>) {
     let t = &cfg.targets;
     let x = &cfg.xclip;
-    let fail = |name: &str, detail: String| {
-        Check::new(name, None, f64::NAN, Op::AtMost, 0.0, "errors").detail(detail)
-    };
+    let fail =
+        |name: &str, detail: String| Check::failed(name, Op::AtMost, 0.0, "errors").detail(detail);
     let model = match XclipModel::load(x.models_dir.as_deref()) {
         Ok(m) => Arc::new(m),
         Err(e) => return (vec![fail("xclip_model", error_chain(&e))], Vec::new(), None),
