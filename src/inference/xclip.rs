@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
-use super::onnx::{build, build_read, sha256_file, sha256_hex, Expect, Plan};
+use super::onnx::{build, build_read, sha256_hex, Expect, Plan, Sha256Reader};
 use super::preprocess::PreprocessParams;
 use super::tokenizer::{Encoded, CONTEXT};
 use super::XclipError;
@@ -151,9 +151,10 @@ impl Graph {
                     path: shown.clone(),
                     message: e.to_string(),
                 };
-                let sha = sha256_file(path).map_err(io)?;
-                let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-                Ok((build_read(&shown, &mut file, expect, outputs)?, sha))
+                let file = std::fs::File::open(path).map_err(io)?;
+                let mut file = Sha256Reader::new(std::io::BufReader::new(file));
+                let plan = build_read(&shown, &mut file, expect, outputs)?;
+                Ok((plan, file.hex()))
             }
         }
     }
