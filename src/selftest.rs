@@ -1045,7 +1045,7 @@ fn xclip_checks(cfg: &Config, clock: &dyn Clock) -> (Vec<Check>, Vec<ModelInfo>,
     let info = model.info.clone();
     let mut checks = vec![
         Check::new("xclip_model", None, 1.0, Op::AtLeast, 1.0, "loaded").detail(info.describe()),
-        match crate::inference::xclip::builtin_parity() {
+        match crate::inference::xclip::builtin_parity(&model) {
             Ok(d) => Check::new(
                 "xclip_parity",
                 None,

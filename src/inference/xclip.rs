@@ -25,6 +25,8 @@ const MANIFEST_FILE: &str = "manifest.json";
 
 const BUILTIN_TEXT: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_text.onnx");
 const BUILTIN_VIDEO: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_video.onnx");
+/// `ModelInfo::source` of the model compiled into the binary.
+pub const BUILTIN_SOURCE: &str = "built-in";
 const BUILTIN_MANIFEST: &str = include_str!("../../models/xclip-tiny/manifest.json");
 // PyTorch's outputs for the built-in model (models/export_xclip.py): text embeddings of
 // the default prompts and the video logits on `seeded_values(1234)`.
@@ -103,8 +105,9 @@ pub fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
 /// How far this CPU's run of the built-in model is from PyTorch's: the largest absolute
 /// difference of the video logits on the seeded input and PyTorch's text embeddings. It
 /// checks the arithmetic where it runs (tract's kernels and nvr-edge's own ops, NEON on the
-/// board, AVX2 or not on a PC): the export's parity is 1e-4 or better.
-pub fn builtin_parity() -> Result<f32, XclipError> {
+/// board, AVX2 or not on a PC): the export's parity is 1e-4 or better. `loaded` is used
+/// when it is the built-in model already (no second load).
+pub fn builtin_parity(loaded: &XclipModel) -> Result<f32, XclipError> {
     let npy = |name: &str, bytes: &[u8]| -> Result<Vec<f32>, XclipError> {
         npyz::NpyFile::new(bytes)
             .and_then(|f| f.into_vec::<f32>())
@@ -113,7 +116,13 @@ pub fn builtin_parity() -> Result<f32, XclipError> {
                 message: e.to_string(),
             })
     };
-    let model = XclipModel::load(None)?;
+    let builtin;
+    let model = if loaded.info.source == BUILTIN_SOURCE {
+        loaded
+    } else {
+        builtin = XclipModel::load(None)?;
+        &builtin
+    };
     let m = &model.manifest;
     let px = seeded_values(1234, m.num_frames * 3 * m.image_size * m.image_size);
     let logits = model.logits(&px, &npy("text_embeds.npy", BUILTIN_TEXT_EMBEDS)?)?;
@@ -176,7 +185,7 @@ impl XclipModel {
     /// decoded protobuf, tract's tensors), not both graphs' at once.
     pub fn load(dir: Option<&Path>) -> Result<Self, XclipError> {
         match dir {
-            None => Self::from_parts("built-in", BUILTIN_MANIFEST, &|file| {
+            None => Self::from_parts(BUILTIN_SOURCE, BUILTIN_MANIFEST, &|file| {
                 Ok(match file {
                     TEXT_FILE => Graph::Static("built-in xclip_text.onnx", BUILTIN_TEXT),
                     _ => Graph::Static("built-in xclip_video.onnx", BUILTIN_VIDEO),
