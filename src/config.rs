@@ -699,12 +699,12 @@ fn check_camera(p: &mut Problems, at: &str, cam: &CameraConfig) {
     );
     p.check(
         &format!("{at}.width"),
-        (16..=7680).contains(&cam.width) && cam.width % 2 == 0,
+        (16..=7680).contains(&cam.width) && cam.width.is_multiple_of(2),
         "must be an even number from 16 to 7680",
     );
     p.check(
         &format!("{at}.height"),
-        (16..=4320).contains(&cam.height) && cam.height % 2 == 0,
+        (16..=4320).contains(&cam.height) && cam.height.is_multiple_of(2),
         "must be an even number from 16 to 4320",
     );
     p.check(

@@ -68,7 +68,7 @@ pub fn nearest_size(offered: &[(u32, u32)], want: (u32, u32)) -> (u32, u32) {
 /// YUYV (4:2:2 packed) to YCbCr 4:4:4 interleaved, the JPEG encoder's input. `stride` is
 /// the driver's bytes per line.
 pub fn yuyv_to_ycbcr(src: &[u8], w: usize, h: usize, stride: usize, out: &mut Vec<u8>) -> bool {
-    if w % 2 != 0 || stride < w * 2 || src.len() < stride * (h - 1) + w * 2 {
+    if !w.is_multiple_of(2) || stride < w * 2 || src.len() < stride * (h - 1) + w * 2 {
         return false;
     }
     out.clear();
@@ -85,7 +85,11 @@ pub fn yuyv_to_ycbcr(src: &[u8], w: usize, h: usize, stride: usize, out: &mut Ve
 
 /// NV12 (Y plane, then interleaved UV at half resolution) to YCbCr 4:4:4 interleaved.
 pub fn nv12_to_ycbcr(src: &[u8], w: usize, h: usize, stride: usize, out: &mut Vec<u8>) -> bool {
-    if w % 2 != 0 || h % 2 != 0 || stride < w || src.len() < stride * h + stride * (h / 2 - 1) + w {
+    if !w.is_multiple_of(2)
+        || !h.is_multiple_of(2)
+        || stride < w
+        || src.len() < stride * h + stride * (h / 2 - 1) + w
+    {
         return false;
     }
     let uv = &src[stride * h..];

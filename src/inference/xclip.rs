@@ -337,7 +337,7 @@ impl XclipModel {
         let want = m.num_frames * 3 * m.image_size * m.image_size;
         if pixel_values.len() != want
             || text_embeds.is_empty()
-            || text_embeds.len() % m.embed_dim != 0
+            || !text_embeds.len().is_multiple_of(m.embed_dim)
         {
             return Err(XclipError::BadRequest(format!(
                 "pixel_values has {} values (expected {want}), text_embeds {} (a multiple of {})",
