@@ -3,6 +3,7 @@
 //! service. Model contracts and design notes: `docs/architecture.md`.
 
 pub mod cli;
+pub mod dense;
 pub mod detect;
 pub mod face;
 pub mod observer;

@@ -28,6 +28,9 @@
 //!   its generic broadcasting path (~0.7 ns an element; 40 of MobileFaceNet's 62 ms).
 //!   [`ChannelOp`] runs them a channel block at a time; swapped in the optimised plan.
 //!
+//! - **Dense layers** (an einsum of rows by a constant matrix, and the bias add after it)
+//!   on AVX-512 CPUs: [`super::dense::Dense`], fused in the decluttered graph ([`fuse`]).
+//!
 //! All compute in f32 with the same formula as PyTorch; the parity tests against the
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
 //! ops on random inputs.
@@ -1050,6 +1053,13 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
         let out = if let Some((x, alpha)) = quick_gelu_chain(model, node) {
             let x = patch.tap_model(model, x)?;
             patch.wire_node(format!("{name}.quick_gelu"), QuickGelu { alpha }, &[x])?
+        } else if let Some((x, op, last)) = super::dense::dense_chain(model, node) {
+            let x = patch.tap_model(model, x)?;
+            let out = patch.wire_node(format!("{name}.dense"), op, &[x])?;
+            patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
+            patch.apply(model)?;
+            fused += 1;
+            continue;
         } else if let Some((qkv, op)) = attention_chain(model, node) {
             let mut inputs = tvec!();
             for x in qkv {
@@ -1306,6 +1316,12 @@ mod tests {
         ] {
             assert!(count(op) > 0, "{op} did not fire");
         }
+        // The dense layers run on our kernel only where the CPU has it.
+        assert_eq!(
+            count("NvrDense") > 0,
+            crate::inference::dense::available(),
+            "NvrDense on this CPU"
+        );
         let px = values(8 * 3 * 224 * 224, 1234);
         let te = values(5 * 64, 99);
         let inputs = || {
