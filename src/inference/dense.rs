@@ -291,9 +291,16 @@ impl EvalOp for Dense {
     }
 }
 
+/// Products smaller than this many multiply-adds stay on one thread: handing work to the
+/// pool costs tens of microseconds on the 2-core VM, as much as ~8M multiply-adds.
+const PAR_MIN_MACS: usize = 8 << 20;
+
 /// [`dense`] with the rows split over the tract executor's threads in blocks of [`MR`]
 /// (each output element is computed by one thread in the same order, so the result does
-/// not depend on the thread count).
+/// not depend on the thread count). Rows, not panels: each thread then reads the weights
+/// once and its rows once per panel; split by panels every thread streams all the rows
+/// (measured slower, as was the calling thread taking a share: three threads on two
+/// cores).
 pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
     use tract_linalg::multithread::{current_tract_executor, Executor};
     let (k, n) = (w.k, w.n);
@@ -301,7 +308,7 @@ pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
     let blocks = m.div_ceil(MR);
     if let Executor::MultiThread(pool) = current_tract_executor() {
         let threads = pool.current_num_threads();
-        if threads > 1 && blocks > 1 {
+        if threads > 1 && blocks > 1 && m * k * n >= PAR_MIN_MACS {
             let rows = blocks.div_ceil(threads) * MR;
             pool.install(|| {
                 use rayon::prelude::*;
@@ -470,6 +477,187 @@ fn bias_after(
     Some((b, add.id))
 }
 
+/// A convolution whose stride is its kernel (a vision transformer's patch embedding),
+/// followed by flattening the patch grid and moving channels last: `[B, C, H, W]` ->
+/// `[B, (H/ph)(W/pw), O]`. The patches do not overlap, so this is a copy of each patch
+/// into a row and one [`Dense`] product; tract runs it as an im2col pass and its own
+/// matmul (~9.5 ms of X-CLIP base's clip, the largest op left outside [`Dense`]).
+#[derive(Debug, Clone)]
+pub struct PatchEmbed {
+    pub weights: Arc<PackedWeights>,
+    pub patch: [usize; 2],
+}
+
+impl PartialEq for PatchEmbed {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.weights, &other.weights) && self.patch == other.patch
+    }
+}
+
+impl Eq for PatchEmbed {}
+
+impl Op for PatchEmbed {
+    fn name(&self) -> StaticName {
+        "NvrPatchEmbed".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "patch {:?}, {} x {}",
+            self.patch, self.weights.k, self.weights.n
+        )])
+    }
+    op_as_typed_op!();
+}
+
+/// Copy the non-overlapping `ph x pw` patches of `x` (`[b, c, h, w]`) into rows of
+/// `c * ph * pw` (channel, then patch row, then column: the kernel's OIHW order), patches
+/// in row-major grid order.
+pub fn patch_rows(x: &[f32], [b, c, h, w]: [usize; 4], [ph, pw]: [usize; 2], rows: &mut [f32]) {
+    let (gh, gw) = (h / ph, w / pw);
+    let k = c * ph * pw;
+    for (r, row) in rows.chunks_exact_mut(k).enumerate().take(b * gh * gw) {
+        let (bi, gy, gx) = (r / (gh * gw), r / gw % gh, r % gw);
+        for ci in 0..c {
+            for ky in 0..ph {
+                let src = ((bi * c + ci) * h + gy * ph + ky) * w + gx * pw;
+                row[(ci * ph + ky) * pw..][..pw].copy_from_slice(&x[src..][..pw]);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PATCHES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl EvalOp for PatchEmbed {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let [ph, pw] = self.patch;
+        let shape: [usize; 4] = x
+            .shape()
+            .try_into()
+            .map_err(|_| format_err!("patch embedding: input {:?} is not 4-d", x.shape()))?;
+        let [b, c, h, w] = shape;
+        ensure!(
+            c * ph * pw == self.weights.k && h % ph == 0 && w % pw == 0,
+            "patch embedding: input {shape:?} does not tile into {ph}x{pw} patches of {} values",
+            self.weights.k
+        );
+        let rows = b * (h / ph) * (w / pw);
+        let mut out = Tensor::zero::<f32>(&[b, rows / b, self.weights.n])?;
+        let x = x.try_as_plain_ram()?;
+        let mut out_ram = out.try_as_plain_ram_mut()?;
+        PATCHES.with_borrow_mut(|patches| {
+            // Kept per thread: a fresh buffer per clip costs more in page faults (~1200
+            // for 8 frames at 224) than the copy itself.
+            patches.resize(rows * self.weights.k, 0.0);
+            patch_rows(x.as_slice::<f32>()?, shape, self.patch, patches);
+            par_dense(patches, &self.weights, out_ram.as_slice_mut::<f32>()?);
+            TractResult::Ok(())
+        })?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for PatchEmbed {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(inputs[0].datum_type == DatumType::F32 && s.rank() == 4);
+        let grid = s[2].clone() / self.patch[0] as i64 * (s[3].clone() / self.patch[1] as i64);
+        Ok(tvec!(f32::fact([
+            s[0].clone(),
+            grid,
+            self.weights.n.to_dim()
+        ])))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let s = &inputs[0].shape;
+        let pixels: TDim = s.iter().product();
+        Ok(tvec!((
+            Cost::FMA(DatumType::F32),
+            pixels * self.weights.n as i64
+        )))
+    }
+
+    as_op!();
+}
+
+/// `MoveAxis(1 -> 2)` of `Reshape(grid -> patches)` of a convolution whose stride is its
+/// kernel, ending at node `mv`: `(input, op, mv)`.
+pub fn patch_embed_chain(model: &TypedModel, mv: usize) -> Option<(OutletId, PatchEmbed, usize)> {
+    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    if !available() || model.nodes[mv].op_as::<AxisOp>() != Some(&AxisOp::Move(1, 2)) {
+        return None;
+    }
+    let single_use = |o: OutletId| model.outlet_successors(o).len() == 1;
+    let reshape = model.nodes[mv].inputs[0];
+    let rn = &model.nodes[reshape.node];
+    let AxisOp::Reshape(2, from, to) = rn.op_as::<AxisOp>()? else {
+        return None;
+    };
+    if !single_use(reshape) || from.len() != 2 || to.len() != 1 {
+        return None;
+    }
+    let conv = rn.inputs[0];
+    let cn = &model.nodes[conv.node];
+    let op = cn.op_as::<Conv>()?;
+    let spec = &op.pool_spec;
+    let ks = &spec.kernel_shape;
+    let no_padding = match &spec.padding {
+        PaddingSpec::Valid => true,
+        PaddingSpec::Explicit(a, b) => a.iter().chain(b).all(|p| *p == 0),
+        _ => false,
+    };
+    if !single_use(conv)
+        || op.q_params.is_some()
+        || op.group != 1
+        || op.kernel_fmt != KernelFormat::OIHW
+        || spec.data_format != DataFormat::NCHW
+        || ks.len() != 2
+        || spec.strides.as_deref() != Some(&ks[..])
+        || spec
+            .dilations
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|d| *d != 1))
+        || !no_padding
+        || cn.inputs.len() != 3
+    {
+        return None;
+    }
+    let xf = model.outlet_fact(cn.inputs[0]).ok()?;
+    let kernel = model.outlet_fact(cn.inputs[1]).ok()?.konst.clone()?;
+    let bias = model.outlet_fact(cn.inputs[2]).ok()?.konst.clone()?;
+    let (h, w) = (xf.shape[2].to_usize().ok()?, xf.shape[3].to_usize().ok()?);
+    if xf.datum_type != DatumType::F32
+        || kernel.datum_type() != DatumType::F32
+        || bias.datum_type() != DatumType::F32
+        || h % ks[0] != 0
+        || w % ks[1] != 0
+    {
+        return None;
+    }
+    let (o, k) = (kernel.shape()[0], kernel.len() / kernel.shape()[0]);
+    let kt = kernel.try_as_plain_ram().ok()?;
+    let kv = kt.as_slice::<f32>().ok()?;
+    // OIHW is [n, k]; the packer wants [k, n].
+    let wkn: Vec<f32> = (0..k * o).map(|i| kv[(i % o) * k + i / o]).collect();
+    let bt = bias.try_as_plain_ram().ok()?;
+    let bv = bt.as_slice::<f32>().ok()?;
+    let bias = match bv.len() {
+        1 => vec![bv[0]; o],
+        l if l == o => bv.to_vec(),
+        _ => return None,
+    };
+    let weights = PackedWeights::new(&wkn, k, o, Some(&bias));
+    let patch = [ks[0], ks[1]];
+    Some((cn.inputs[0], PatchEmbed { weights, patch }, mv))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +724,9 @@ mod tests {
             eprintln!("no AVX-512 on this CPU: the kernel is not used here");
             return;
         }
-        let (m, k, n) = (101, 96, 80);
+        // Above PAR_MIN_MACS, so the pool does take it.
+        let (m, k, n) = (101, 400, 224);
+        assert!(m * k * n >= PAR_MIN_MACS);
         let (x, w, b) = (values(m * k, 1), values(k * n, 2), values(n, 3));
         let pw = PackedWeights::new(&w, k, n, Some(&b));
         let mut one = vec![0f32; m * n];
@@ -547,6 +737,33 @@ mod tests {
             .iter()
             .zip(&two)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    /// Each row is one patch in grid order, its values in the kernel's (channel, row,
+    /// column) order; non-square patches and grids.
+    #[test]
+    fn patch_rows_follow_the_kernel_layout() {
+        let (b, c, h, w, ph, pw) = (2, 3, 6, 10, 3, 5);
+        let x: Vec<f32> = (0..b * c * h * w).map(|i| i as f32).collect();
+        let (gh, gw) = (h / ph, w / pw);
+        let k = c * ph * pw;
+        let mut rows = vec![f32::NAN; b * gh * gw * k];
+        patch_rows(&x, [b, c, h, w], [ph, pw], &mut rows);
+        for bi in 0..b {
+            for gy in 0..gh {
+                for gx in 0..gw {
+                    let row = &rows[((bi * gh + gy) * gw + gx) * k..][..k];
+                    for ci in 0..c {
+                        for ky in 0..ph {
+                            for kx in 0..pw {
+                                let want = x[((bi * c + ci) * h + gy * ph + ky) * w + gx * pw + kx];
+                                assert_eq!(row[(ci * ph + ky) * pw + kx], want);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The einsum forms ONNX MatMul and Gemm take in tract's decluttered graphs (rows by

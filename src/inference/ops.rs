@@ -29,7 +29,9 @@
 //!   [`ChannelOp`] runs them a channel block at a time; swapped in the optimised plan.
 //!
 //! - **Dense layers** (an einsum of rows by a constant matrix, and the bias add after it)
-//!   on AVX-512 CPUs: [`super::dense::Dense`], fused in the decluttered graph ([`fuse`]).
+//!   and **patch embeddings** (a convolution whose stride is its kernel) on AVX-512 CPUs:
+//!   [`super::dense::Dense`], [`super::dense::PatchEmbed`], fused in the decluttered graph
+//!   ([`fuse`]).
 //!
 //! All compute in f32 with the same formula as PyTorch; the parity tests against the
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
@@ -1043,6 +1045,16 @@ fn quick_gelu_chain(model: &TypedModel, g: usize) -> Option<(OutletId, f32)> {
     None
 }
 
+/// A dense layer or patch embedding at node `node`: `(input, op, last node replaced)`.
+fn dense_like(model: &TypedModel, node: usize) -> Option<(OutletId, Box<dyn TypedOp>, usize)> {
+    use super::dense::{dense_chain, patch_embed_chain};
+    if let Some((x, op, last)) = dense_chain(model, node) {
+        return Some((x, Box::new(op), last));
+    }
+    let (x, op, last) = patch_embed_chain(model, node)?;
+    Some((x, Box::new(op), last))
+}
+
 /// Fuse patterns in a decluttered model (before tract's optimiser, which would otherwise
 /// turn them into its own kernels first); returns how many were fused.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
@@ -1053,9 +1065,10 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
         let out = if let Some((x, alpha)) = quick_gelu_chain(model, node) {
             let x = patch.tap_model(model, x)?;
             patch.wire_node(format!("{name}.quick_gelu"), QuickGelu { alpha }, &[x])?
-        } else if let Some((x, op, last)) = super::dense::dense_chain(model, node) {
+        } else if let Some((x, op, last)) = dense_like(model, node) {
+            // These also take the node after the match (bias add, axis move) with them.
             let x = patch.tap_model(model, x)?;
-            let out = patch.wire_node(format!("{name}.dense"), op, &[x])?;
+            let out = patch.wire_node(format!("{name}.{}", op.name()), op, &[x])?;
             patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
             patch.apply(model)?;
             fused += 1;
@@ -1317,11 +1330,13 @@ mod tests {
             assert!(count(op) > 0, "{op} did not fire");
         }
         // The dense layers run on our kernel only where the CPU has it.
-        assert_eq!(
-            count("NvrDense") > 0,
-            crate::inference::dense::available(),
-            "NvrDense on this CPU"
-        );
+        for op in ["NvrDense", "NvrPatchEmbed"] {
+            assert_eq!(
+                count(op) > 0,
+                crate::inference::dense::available(),
+                "{op} on this CPU"
+            );
+        }
         let px = values(8 * 3 * 224 * 224, 1234);
         let te = values(5 * 64, 99);
         let inputs = || {
