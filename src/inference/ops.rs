@@ -763,10 +763,21 @@ fn attention_item_body<const FMA: bool>(
                 softmax_rows_body(&mut scratch.s[r * np..][..n], n);
             }
             let value = |j: usize| &item.v[(j * h + b) * vd..][..vd];
-            for r in 0..take {
-                let p = &scratch.s[r * np..][..n];
-                let o = &mut out[((done + r) * h + b) * vd..][..vd];
-                weighted_sum::<FMA>(p, &value, o);
+            if take == SCORE_ROWS && vd < 64 && vd % 8 == 0 {
+                // Narrow heads: one row's sums are too few chains to hide the
+                // multiply-add latency, so the block's rows share each value load.
+                for db in (0..vd).step_by(8) {
+                    let acc = weighted_rows::<SCORE_ROWS, FMA>(&scratch.s, np, n, &value, db);
+                    for (r, a) in acc.iter().enumerate() {
+                        out[((done + r) * h + b) * vd + db..][..8].copy_from_slice(a);
+                    }
+                }
+            } else {
+                for r in 0..take {
+                    let p = &scratch.s[r * np..][..n];
+                    let o = &mut out[((done + r) * h + b) * vd..][..vd];
+                    weighted_sum::<FMA>(p, &value, o);
+                }
             }
             done += take;
         }
@@ -795,6 +806,29 @@ fn scores<const R: usize, const FMA: bool>(qt: &[f32], kt: &[f32], np: usize, s:
             s[r * np + jb..][..8].copy_from_slice(a);
         }
     }
+}
+
+/// `o[r] = sum_j p[r][j] * value(j)[db..db + 8]` for `R` rows of probabilities (`p` rows
+/// `np` apart, `n` keys): `R` independent 8-wide chains.
+#[inline(always)]
+fn weighted_rows<'v, const R: usize, const FMA: bool>(
+    p: &[f32],
+    np: usize,
+    n: usize,
+    value: &impl Fn(usize) -> &'v [f32],
+    db: usize,
+) -> [[f32; 8]; R] {
+    let mut acc = [[0f32; 8]; R];
+    for j in 0..n {
+        let v: &[f32; 8] = value(j)[db..][..8].try_into().expect("8 values");
+        for (r, a) in acc.iter_mut().enumerate() {
+            let pj = p[r * np + j];
+            for (x, &vv) in a.iter_mut().zip(v) {
+                *x = madd::<FMA>(pj, vv, *x);
+            }
+        }
+    }
+    acc
 }
 
 /// `o = sum_j p[j] * value(j)`, 64 output values at a time where it can (eight
@@ -1381,6 +1415,7 @@ mod tests {
             (2, 51, 3, 51, 64, 64, Some((0, 50))),
             (1, 8, 2, 8, 16, 64, None),
             (3, 11, 2, 5, 7, 20, Some((2, 11))),
+            (2, 51, 4, 51, 16, 16, Some((0, 50))),
         ];
         for (a, m, h, n, kd, vd, rows) in cases {
             let q = values(a * m * h * kd, 1);
@@ -1438,6 +1473,7 @@ mod tests {
     /// multiply-adds, x86 without AVX2) must agree with it.
     #[test]
     fn every_attention_variant_agrees() {
+        // Narrow heads (the shared-row path) and a row tail.
         let (m, h, n, kd, vd) = (19, 2, 19, 16, 24);
         let q = values(m * h * kd, 4);
         let k = values(n * h * kd, 5);
