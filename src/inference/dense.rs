@@ -772,20 +772,41 @@ mod tests {
     /// rewrite happens exactly where the CPU has the kernel and for no other form.
     #[test]
     fn rewritten_einsums_agree_with_tract() {
-        // (expression, input shape, weight shape, bias, ours): the last three are forms
-        // the kernel does not cover (weights with a batch axis, a contraction that is not
-        // the input's trailing axis, columns not last), left to tract.
-        let cases: [(&str, &[usize], &[usize], bool, bool); 8] = [
-            ("amk,kn->amn", &[2, 5, 24], &[24, 40], true, true),
-            ("mak,kn->mn", &[6, 1, 24], &[24, 40], true, true),
-            ("mk,nk->man", &[6, 24], &[40, 24], false, true),
-            ("ambk,bkn->amn", &[2, 3, 4, 6], &[4, 6, 40], true, true),
-            ("mk,kn->mn", &[13, 24], &[24, 70], false, true),
-            ("bmk,bkn->bmn", &[3, 5, 24], &[3, 24, 40], true, false),
-            ("km,kn->mn", &[24, 6], &[24, 40], true, false),
-            ("mk,kn->nm", &[13, 24], &[24, 40], false, false),
+        // The last three are forms the kernel does not cover (weights with a batch axis,
+        // a contraction that is not the input's trailing axis, columns not last), left
+        // to tract.
+        struct Case {
+            expr: &'static str,
+            x: &'static [usize],
+            w: &'static [usize],
+            bias: bool,
+            ours: bool,
+        }
+        let case = |expr, x, w, bias, ours| Case {
+            expr,
+            x,
+            w,
+            bias,
+            ours,
+        };
+        let cases = [
+            case("amk,kn->amn", &[2, 5, 24], &[24, 40], true, true),
+            case("mak,kn->mn", &[6, 1, 24], &[24, 40], true, true),
+            case("mk,nk->man", &[6, 24], &[40, 24], false, true),
+            case("ambk,bkn->amn", &[2, 3, 4, 6], &[4, 6, 40], true, true),
+            case("mk,kn->mn", &[13, 24], &[24, 70], false, true),
+            case("bmk,bkn->bmn", &[3, 5, 24], &[3, 24, 40], true, false),
+            case("km,kn->mn", &[24, 6], &[24, 40], true, false),
+            case("mk,kn->nm", &[13, 24], &[24, 40], false, false),
         ];
-        for (expr, xs, ws, with_bias, fused) in cases {
+        for Case {
+            expr,
+            x: xs,
+            w: ws,
+            bias: with_bias,
+            ours: fused,
+        } in cases
+        {
             let mut model = TypedModel::default();
             let x = model.add_source("x", f32::fact(xs)).unwrap();
             let wlen: usize = ws.iter().product();
