@@ -851,16 +851,7 @@ mod tests {
             let a = ours.run(tvec!(input.clone().into_tvalue())).unwrap();
             let b = theirs.run(tvec!(input.into_tvalue())).unwrap();
             assert_eq!(a[0].shape(), b[0].shape(), "{expr}: shape");
-            let (a, b) = (
-                a[0].try_as_plain_ram().unwrap(),
-                b[0].try_as_plain_ram().unwrap(),
-            );
-            let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
-            let diff = a
-                .iter()
-                .zip(b)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0f32, f32::max);
+            let diff = crate::inference::ops::max_abs_diff(&a[0], &b[0]);
             assert!(diff < 1e-5, "{expr}: differs from tract by {diff}");
         }
     }

@@ -1079,6 +1079,19 @@ fn quick_gelu_chain(model: &TypedModel, g: usize) -> Option<(OutletId, f32)> {
     None
 }
 
+/// The largest absolute difference between two f32 tensors of the same length (tests
+/// comparing a plan with ours against tract's own).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let (a, b) = (a.try_as_plain_ram().unwrap(), b.try_as_plain_ram().unwrap());
+    let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+    assert_eq!(a.len(), b.len(), "tensor lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// A dense layer or patch embedding at node `node`: `(input, op, last node replaced)`.
 fn dense_like(model: &TypedModel, node: usize) -> Option<(OutletId, Box<dyn TypedOp>, usize)> {
     use super::dense::{dense_chain, patch_embed_chain};
@@ -1382,16 +1395,7 @@ mod tests {
             )
         };
         let (a, b) = (ours.run(inputs()).unwrap(), theirs.run(inputs()).unwrap());
-        let (a, b) = (
-            a[0].try_as_plain_ram().unwrap(),
-            b[0].try_as_plain_ram().unwrap(),
-        );
-        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&a[0], &b[0]);
         assert!(diff < 1e-4, "logits differ by {diff}");
         // The per-op profile the benches print sees them too, once per layer.
         let inputs = [
