@@ -333,6 +333,16 @@ impl XclipModel {
         pixel_values: &[f32],
         text_embeds: &[f32],
     ) -> Result<Vec<f32>, XclipError> {
+        let (px, te) = self.video_inputs(pixel_values, text_embeds)?;
+        self.run_video(&px, &te)
+    }
+
+    /// `pixel_values` and `text_embeds` as the video graph's input tensors, checked.
+    pub fn video_inputs(
+        &self,
+        pixel_values: &[f32],
+        text_embeds: &[f32],
+    ) -> Result<(Arc<Tensor>, Arc<Tensor>), XclipError> {
         let m = &self.manifest;
         let want = m.num_frames * 3 * m.image_size * m.image_size;
         if pixel_values.len() != want
@@ -347,13 +357,26 @@ impl XclipModel {
             )));
         }
         let p = text_embeds.len() / m.embed_dim;
-        let run = || -> TractResult<Vec<f32>> {
+        let tensors = || -> TractResult<(Arc<Tensor>, Arc<Tensor>)> {
             let px = Tensor::from_shape(
                 &[1, m.num_frames, 3, m.image_size, m.image_size],
                 pixel_values,
             )?;
             let te = Tensor::from_shape(&[p, m.embed_dim], text_embeds)?;
-            let out = self.video.run(tvec!(px.into_tvalue(), te.into_tvalue()))?;
+            Ok((Arc::new(px), Arc::new(te)))
+        };
+        tensors().map_err(|e| XclipError::Run(format!("video inputs: {e:#}")))
+    }
+
+    /// [`Self::logits`] on inputs already in tensors (from [`Self::video_inputs`]): the
+    /// graph reads them where they are, so a caller that runs the same inputs again (the
+    /// benchmark, like its onnxruntime peer) copies nothing per run.
+    pub fn run_video(&self, px: &Arc<Tensor>, te: &Arc<Tensor>) -> Result<Vec<f32>, XclipError> {
+        let run = || -> TractResult<Vec<f32>> {
+            let out = self.video.run(tvec!(
+                TValue::from_const(Arc::clone(px)),
+                TValue::from_const(Arc::clone(te))
+            ))?;
             Ok(out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
         };
         run().map_err(|e| XclipError::Run(format!("video graph: {e:#}")))
