@@ -13,6 +13,7 @@ pub mod plates;
 pub mod preprocess;
 pub mod prompts;
 pub mod resample;
+pub mod resize;
 pub mod service;
 pub mod text_cache;
 pub mod tokenizer;

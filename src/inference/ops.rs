@@ -1259,13 +1259,19 @@ fn channel_op_for(model: &TypedModel, node: &TypedNode) -> Option<ChannelOp> {
     None
 }
 
-/// Swap ops in an optimised model for faster equivalents; returns how many were swapped.
+/// Swap ops in an optimised model for faster equivalents (per-channel ops, row softmax,
+/// Resize with its plans made once: [`super::resize`]); returns how many were swapped.
 /// Runs after tract's optimiser so its own passes (which know nothing of our ops) are done.
 pub fn speed_up(model: &mut TypedModel) -> TractResult<usize> {
     let mut swapped = 0;
     for id in 0..model.nodes.len() {
         let node = &model.nodes[id];
         if let Some(op) = channel_op_for(model, node) {
+            model.nodes[id].op = Box::new(op);
+            swapped += 1;
+            continue;
+        }
+        if let Some(op) = super::resize::PlannedResize::for_node(model, node) {
             model.nodes[id].op = Box::new(op);
             swapped += 1;
             continue;
