@@ -9,6 +9,7 @@ pub mod face;
 pub mod observer;
 pub mod onnx;
 pub mod ops;
+pub mod pad;
 pub mod plates;
 pub mod preprocess;
 pub mod prompts;

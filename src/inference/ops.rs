@@ -1260,7 +1260,8 @@ fn channel_op_for(model: &TypedModel, node: &TypedNode) -> Option<ChannelOp> {
 }
 
 /// Swap ops in an optimised model for faster equivalents (per-channel ops, row softmax,
-/// Resize with its plans made once: [`super::resize`]); returns how many were swapped.
+/// Resize with its plans made once: [`super::resize`], constant padding of the innermost
+/// axes: [`super::pad`]); returns how many were swapped.
 /// Runs after tract's optimiser so its own passes (which know nothing of our ops) are done.
 pub fn speed_up(model: &mut TypedModel) -> TractResult<usize> {
     let mut swapped = 0;
@@ -1272,6 +1273,11 @@ pub fn speed_up(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         if let Some(op) = super::resize::PlannedResize::for_node(model, node) {
+            model.nodes[id].op = Box::new(op);
+            swapped += 1;
+            continue;
+        }
+        if let Some(op) = super::pad::RowPad::for_node(model, node) {
             model.nodes[id].op = Box::new(op);
             swapped += 1;
             continue;
