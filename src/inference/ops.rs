@@ -1079,6 +1079,28 @@ fn quick_gelu_chain(model: &TypedModel, g: usize) -> Option<(OutletId, f32)> {
     None
 }
 
+/// A committed model (`path` under the crate root) through this module's parser and
+/// [`super::onnx::optimise`], and a counter of its plan's nodes by op name (tests checking
+/// which ops were taken).
+#[cfg(test)]
+pub(crate) fn committed_plan(path: &str) -> (super::onnx::Plan, impl Fn(&str) -> usize) {
+    let model = onnx()
+        .model_for_path(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .and_then(|m| m.into_typed())
+        .unwrap();
+    let plan = super::onnx::optimise(model).unwrap();
+    let counted = plan.clone();
+    let count = move |name: &str| {
+        counted
+            .model()
+            .nodes
+            .iter()
+            .filter(|n| n.op.name() == name)
+            .count()
+    };
+    (plan, count)
+}
+
 /// The largest absolute difference between two f32 tensors of the same length (tests
 /// comparing a plan with ours against tract's own).
 #[cfg(test)]

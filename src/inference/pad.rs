@@ -142,6 +142,15 @@ impl TypedOp for RowPad {
 mod tests {
     use super::*;
 
+    /// Every pad tract leaves in NanoDet's plan is taken (the detector's parity tests then
+    /// cover them against onnxruntime).
+    #[test]
+    fn takes_the_pads_of_nanodet() {
+        let (_, count) = crate::inference::ops::committed_plan("models/identity/nanodet.onnx");
+        assert!(count("NvrRowPad") > 0);
+        assert_eq!(count("Pad"), 0);
+    }
+
     /// The same tensor as tract's `Pad`, for uneven pads, a non-zero value and empty
     /// planes.
     #[test]

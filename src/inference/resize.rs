@@ -174,24 +174,12 @@ mod tests {
     /// them against onnxruntime).
     #[test]
     fn takes_every_resize_of_nanodet() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/identity/nanodet.onnx");
-        let model = crate::inference::ops::onnx()
-            .model_for_path(path)
-            .and_then(|m| m.into_typed())
-            .unwrap();
-        let plan = crate::inference::onnx::optimise(model).unwrap();
-        let count = |name: &str| {
-            plan.model()
-                .nodes
-                .iter()
-                .filter(|n| n.op.name() == name)
-                .count()
-        };
+        let (_, count) = crate::inference::ops::committed_plan("models/identity/nanodet.onnx");
         assert_eq!((count("NvrResize"), count("Resize")), (4, 0));
     }
 
-    /// Same bits as tract's own op: linear and nearest, up and down, each coordinate
-    /// transform NanoDet-like graphs use, scales and sizes.
+    /// Same bits as tract's own op: linear, nearest and cubic, up and down, by several
+    /// coordinate transforms.
     #[test]
     fn same_bits_as_tract() {
         let x: Vec<f32> = crate::inference::xclip::seeded_values(5, 2 * 3 * 13 * 10);
