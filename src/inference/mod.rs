@@ -3,18 +3,15 @@
 //! service. Model contracts and design notes: `docs/architecture.md`.
 
 pub mod cli;
-pub mod dense;
 pub mod detect;
 pub mod face;
 pub mod observer;
 pub mod onnx;
 pub mod ops;
-pub mod pad;
 pub mod plates;
 pub mod preprocess;
 pub mod prompts;
 pub mod resample;
-pub mod resize;
 pub mod service;
 pub mod text_cache;
 pub mod tokenizer;

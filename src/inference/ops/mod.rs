@@ -30,12 +30,16 @@
 //!
 //! - **Dense layers** (an einsum of rows by a constant matrix, and the bias add after it)
 //!   and **patch embeddings** (a convolution whose stride is its kernel) on AVX-512 CPUs:
-//!   [`super::dense::Dense`], [`super::dense::PatchEmbed`], fused in the decluttered graph
+//!   [`dense::Dense`], [`dense::PatchEmbed`], fused in the decluttered graph
 //!   ([`fuse`]).
 //!
 //! All compute in f32 with the same formula as PyTorch; the parity tests against the
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
 //! ops on random inputs.
+
+pub mod dense;
+pub mod pad;
+pub mod resize;
 
 use std::sync::OnceLock;
 
@@ -1116,7 +1120,7 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 /// A dense layer or patch embedding at node `node`: `(input, op, last node replaced)`.
 fn dense_like(model: &TypedModel, node: usize) -> Option<(OutletId, Box<dyn TypedOp>, usize)> {
-    use super::dense::{dense_chain, patch_embed_chain};
+    use dense::{dense_chain, patch_embed_chain};
     if let Some((x, op, last)) = dense_chain(model, node) {
         return Some((x, Box::new(op), last));
     }
@@ -1282,8 +1286,8 @@ fn channel_op_for(model: &TypedModel, node: &TypedNode) -> Option<ChannelOp> {
 }
 
 /// Swap ops in an optimised model for faster equivalents (per-channel ops, row softmax,
-/// Resize with its plans made once: [`super::resize`], constant padding of the innermost
-/// axes: [`super::pad`]); returns how many were swapped.
+/// Resize with its plans made once: [`resize`], constant padding of the innermost
+/// axes: [`pad`]); returns how many were swapped.
 /// Runs after tract's optimiser so its own passes (which know nothing of our ops) are done.
 pub fn speed_up(model: &mut TypedModel) -> TractResult<usize> {
     let mut swapped = 0;
@@ -1294,12 +1298,12 @@ pub fn speed_up(model: &mut TypedModel) -> TractResult<usize> {
             swapped += 1;
             continue;
         }
-        if let Some(op) = super::resize::PlannedResize::for_node(model, node) {
+        if let Some(op) = resize::PlannedResize::for_node(model, node) {
             model.nodes[id].op = Box::new(op);
             swapped += 1;
             continue;
         }
-        if let Some(op) = super::pad::RowPad::for_node(model, node) {
+        if let Some(op) = pad::RowPad::for_node(model, node) {
             model.nodes[id].op = Box::new(op);
             swapped += 1;
             continue;
@@ -1382,7 +1386,7 @@ mod tests {
     /// agrees with tract's own (the parity tests compare both with PyTorch).
     #[test]
     fn ops_fire_on_the_tiny_model_and_agree_with_tract() {
-        let bytes = include_bytes!("../../models/xclip-tiny/xclip_video.onnx");
+        let bytes = include_bytes!("../../../models/xclip-tiny/xclip_video.onnx");
         let load = |parser: tract_onnx::Onnx| {
             parser
                 .model_for_read(&mut &bytes[..])
@@ -1412,11 +1416,7 @@ mod tests {
         }
         // The dense layers run on our kernel only where the CPU has it.
         for op in ["NvrDense", "NvrPatchEmbed"] {
-            assert_eq!(
-                count(op) > 0,
-                crate::inference::dense::available(),
-                "{op} on this CPU"
-            );
+            assert_eq!(count(op) > 0, dense::available(), "{op} on this CPU");
         }
         let px = values(8 * 3 * 224 * 224, 1234);
         let te = values(5 * 64, 99);
