@@ -33,6 +33,9 @@
 //!   [`dense::Dense`], [`dense::PatchEmbed`], fused in the decluttered graph
 //!   ([`fuse`]).
 //!
+//! - **Resize** with its plans made once ([`resize`]) and **constant padding** of the two
+//!   innermost axes ([`pad`]), swapped in the optimised plan: NanoDet's and PP-OCR's.
+//!
 //! All compute in f32 with the same formula as PyTorch; the parity tests against the
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
 //! ops on random inputs.
