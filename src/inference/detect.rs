@@ -130,7 +130,7 @@ impl ObjectDetector {
         })
     }
 
-    /// Raw outputs, concatenated in graph order, for an input of [1,3,416,416] values.
+    /// Raw outputs, concatenated in graph order, for an input of `[1,3,416,416]` values.
     pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         let out = self.run(input)?;
         let mut all = Vec::new();

@@ -264,7 +264,7 @@ fn run_raw(plan: &Plan, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, Mode
 }
 
 impl FaceDetector {
-    /// The raw graph outputs for an input of [1,3,192,192] values.
+    /// The raw graph outputs for an input of `[1,3,192,192]` values.
     pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run_raw(&self.plan, &[1, 3, DET_SIZE, DET_SIZE], input)
     }
@@ -404,7 +404,7 @@ impl FaceEmbedder {
         Ok(e)
     }
 
-    /// The raw graph outputs for an input of [2,3,112,112] values.
+    /// The raw graph outputs for an input of `[2,3,112,112]` values.
     pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run_raw(&self.plan, &[EMBED_BATCH, 3, ALIGNED, ALIGNED], input)
     }

@@ -134,12 +134,12 @@ impl PlateReader {
         Ok(r)
     }
 
-    /// Raw text map for an input of [1,3,480,640] values (parity checks).
+    /// Raw text map for an input of `[1,3,480,640]` values (parity checks).
     pub fn raw_det(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run1(&self.det, &[1, 3, DET_H, DET_W], input)
     }
 
-    /// Raw class probabilities for an input of [1,3,48,320] values (parity checks).
+    /// Raw class probabilities for an input of `[1,3,48,320]` values (parity checks).
     pub fn raw_rec(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run1(&self.rec, &[1, 3, REC_H, REC_W], input)
     }

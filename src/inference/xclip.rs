@@ -327,7 +327,7 @@ impl XclipModel {
             .map_err(|e| XclipError::Run(format!("video graph: {e:#}")))
     }
 
-    /// `logits_per_video` [P] for one clip (`pixel_values` = T*3*S*S values).
+    /// `logits_per_video` `[P]` for one clip (`pixel_values` = T*3*S*S values).
     pub fn logits(
         &self,
         pixel_values: &[f32],
