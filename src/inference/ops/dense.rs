@@ -426,12 +426,17 @@ pub fn dense_chain(model: &TypedModel, e: usize) -> Option<(OutletId, Dense, usi
         })
         .product::<Option<usize>>()?;
     let n = wt.shape()[perm[perm.len() - 1]];
-    let w = wt.into_tensor().permute_axes(&perm).ok()?;
-    if w.len() != k * n {
+    if wt.len() != k * n {
         return None;
     }
-    let w = w.into_shape(&[k, n]).ok()?;
-    let w = w.try_as_plain_ram().ok()?;
+    // Weights already laid out [k..., n] (the usual case) are read where they are; only
+    // others are copied into that order. The packer makes the one copy kept.
+    let permuted = if perm.iter().enumerate().all(|(i, p)| i == *p) {
+        None
+    } else {
+        Some((*wt).clone().permute_axes(&perm).ok()?)
+    };
+    let w = permuted.as_ref().unwrap_or(&wt).try_as_plain_ram().ok()?;
     let w = w.as_slice::<f32>().ok()?;
     let (bias, last) = bias_after(model, e, n, &of.shape).unzip();
     let weights = PackedWeights::new(w, k, n, bias.as_deref());
