@@ -311,19 +311,9 @@ impl XclipModel {
         text_embeds: &[f32],
         runs: usize,
     ) -> Result<Vec<super::onnx::OpTime>, XclipError> {
-        let m = &self.manifest;
-        let p = text_embeds.len() / m.embed_dim.max(1);
-        let inputs = [
-            Tensor::from_shape(
-                &[1, m.num_frames, 3, m.image_size, m.image_size],
-                pixel_values,
-            ),
-            Tensor::from_shape(&[p, m.embed_dim], text_embeds),
-        ];
-        inputs
-            .into_iter()
-            .collect::<TractResult<Vec<_>>>()
-            .and_then(|inputs| super::onnx::profile(&self.video, &inputs, runs))
+        let (px, te) = self.video_inputs(pixel_values, text_embeds)?;
+        let inputs = [Arc::unwrap_or_clone(px), Arc::unwrap_or_clone(te)];
+        super::onnx::profile(&self.video, &inputs, runs)
             .map_err(|e| XclipError::Run(format!("video graph: {e:#}")))
     }
 

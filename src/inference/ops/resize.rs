@@ -153,7 +153,9 @@ impl EvalOp for PlannedResize {
             Some(d) => d,
             None => x.as_slice::<f32>()?.to_vec(),
         };
-        Ok(tvec!(Tensor::from_shape(&self.output, &data)?.into_tvalue()))
+        // The last pass's buffer becomes the output as is.
+        let out = tract_ndarray::ArrayD::from_shape_vec(&*self.output, data)?.into_tensor();
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
