@@ -20,6 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use nvr_edge::capture::open_source;
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
+use nvr_edge::inference::onnx::GraphThreads;
 use nvr_edge::inference::text_cache::prompt_embeddings;
 use nvr_edge::inference::xclip::seeded_values;
 use nvr_edge::inference::{
@@ -27,7 +28,6 @@ use nvr_edge::inference::{
 };
 use nvr_edge::memory::{os_resident, process_memory};
 use nvr_edge::ring::FrameBatch;
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 const PROMPTS: usize = 19;
 
@@ -118,13 +118,9 @@ fn graph_table(label: &str, dir: &Path, iters: usize) {
     // the graph on inputs already in place.
     let (px, te) = model.video_inputs(&px, &te).expect("inputs");
     for threads in [1usize, 2] {
-        let exec = if threads > 1 {
-            Executor::multithread(threads)
-        } else {
-            Executor::SingleThread
-        };
+        let pool = GraphThreads::new(threads);
         let run = || {
-            multithread_tract_scope(exec.clone(), || {
+            pool.run(|| {
                 let t = Instant::now();
                 model.run_video(&px, &te).expect("runs");
                 t.elapsed().as_secs_f64() * 1e3

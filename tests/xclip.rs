@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nvr_edge::inference::onnx::GraphThreads;
 use nvr_edge::inference::text_cache::prompt_embeddings;
 use nvr_edge::inference::tokenizer::CONTEXT;
 use nvr_edge::inference::xclip::seeded_values;
@@ -120,6 +121,37 @@ fn text_and_video_graphs_match_pytorch() {
     let d_e2e = max_abs_diff(&e2e, &want);
     assert!(d_e2e <= 1e-4, "end-to-end logits differ by {d_e2e}");
     eprintln!("parity: text {d_text:e}, video {d_video:e}, end to end {d_e2e:e}");
+}
+
+/// The graph on two threads (run on the pool's own thread, its big ops split) gives the
+/// same bits as on one: each output element is computed by one thread in the same order.
+#[test]
+fn two_threads_give_the_same_logits_as_one() {
+    let model = XclipModel::load(None).unwrap();
+    let m = &model.manifest;
+    let px = seeded_values(77, m.num_frames * 3 * m.image_size * m.image_size);
+    let te: Vec<f32> = seeded_values(78, 5 * m.embed_dim)
+        .iter()
+        .map(|x| x * 0.1)
+        .collect();
+    let on = |threads: usize| {
+        GraphThreads::new(threads).run(|| {
+            let name = std::thread::current().name().map(String::from);
+            (model.logits(&px, &te).unwrap(), name)
+        })
+    };
+    let (one, _) = on(1);
+    let (two, thread) = on(2);
+    assert!(
+        thread
+            .as_deref()
+            .is_some_and(|n| n.starts_with("nvr-graph")),
+        "ran on {thread:?}, not on the pool"
+    );
+    assert_eq!(
+        one.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        two.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 #[test]

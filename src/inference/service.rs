@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
+use super::onnx::GraphThreads;
 use super::preprocess::{ClipStats, Preprocessor};
 use super::prompts::{Classification, PromptSet};
 use super::xclip::XclipModel;
@@ -268,7 +268,7 @@ impl Drop for XclipService {
 }
 
 fn worker(s: &Shared, mut pre: Preprocessor) {
-    let executor = (s.cfg.threads > 1).then(|| Executor::multithread(s.cfg.threads));
+    let threads = GraphThreads::new(s.cfg.threads);
     let mut pixels: Vec<f32> = Vec::new();
     loop {
         let job = {
@@ -285,11 +285,7 @@ fn worker(s: &Shared, mut pre: Preprocessor) {
         };
         let queued_ms = job.enqueued.elapsed().as_secs_f64() * 1e3;
         let t0 = Instant::now();
-        let mut run = || run_one(s, &mut pre, &mut pixels, &job.req);
-        let result = match &executor {
-            Some(e) => multithread_tract_scope(e.clone(), run),
-            None => run(),
-        };
+        let result = threads.run(|| run_one(s, &mut pre, &mut pixels, &job.req));
         let reply = result.map(|(classification, frames)| ClipResult {
             camera: job.req.camera.clone(),
             classification,

@@ -295,16 +295,24 @@ impl EvalOp for Dense {
 /// pool costs tens of microseconds on the 2-core VM, as much as ~8M multiply-adds.
 const PAR_MIN_MACS: usize = 8 << 20;
 
-/// [`dense`] with the rows split over the tract executor's threads in blocks of [`MR`]
-/// (each output element is computed by one thread in the same order, so the result does
+/// [`dense`] with the rows split over the tract executor's threads (see [`split_rows`]).
+pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
+    let k = w.k;
+    split_rows(x.len() / k, w, out, |first, o| {
+        dense(&x[first * k..][..o.len() / w.n * k], w, o)
+    })
+}
+
+/// `f(first_row, out_rows)` over the `m` output rows of a product by `w`, split over the
+/// tract executor's threads in blocks of [`MR`] when the product is big enough (each
+/// output element is then computed by one thread in the same order, so the result does
 /// not depend on the thread count). Rows, not panels: each thread then reads the weights
 /// once and its rows once per panel; split by panels every thread streams all the rows
-/// (measured slower, as was the calling thread taking a share: three threads on two
-/// cores).
-pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
+/// (measured slower, as was the calling thread taking a share from outside the pool:
+/// three threads on two cores).
+fn split_rows(m: usize, w: &PackedWeights, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     use tract_linalg::multithread::{current_tract_executor, Executor};
     let (k, n) = (w.k, w.n);
-    let m = x.len() / k;
     let blocks = m.div_ceil(MR);
     if let Executor::MultiThread(pool) = current_tract_executor() {
         let threads = pool.current_num_threads();
@@ -313,13 +321,13 @@ pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
             pool.install(|| {
                 use rayon::prelude::*;
                 out.par_chunks_mut(rows * n)
-                    .zip(x.par_chunks(rows * k))
-                    .for_each(|(o, x)| dense(x, w, o));
+                    .enumerate()
+                    .for_each(|(i, o)| f(i * rows, o));
             });
             return;
         }
     }
-    dense(x, w, out)
+    f(0, out)
 }
 
 impl TypedOp for Dense {
@@ -516,11 +524,18 @@ impl Op for PatchEmbed {
 
 /// Copy the non-overlapping `ph x pw` patches of `x` (`[b, c, h, w]`) into rows of
 /// `c * ph * pw` (channel, then patch row, then column: the kernel's OIHW order), patches
-/// in row-major grid order.
-pub fn patch_rows(x: &[f32], [b, c, h, w]: [usize; 4], [ph, pw]: [usize; 2], rows: &mut [f32]) {
+/// in row-major grid order from patch number `first` on, as many as `rows` holds.
+pub fn patch_rows(
+    x: &[f32],
+    [b, c, h, w]: [usize; 4],
+    [ph, pw]: [usize; 2],
+    first: usize,
+    rows: &mut [f32],
+) {
     let (gh, gw) = (h / ph, w / pw);
     let k = c * ph * pw;
-    for (r, row) in rows.chunks_exact_mut(k).enumerate().take(b * gh * gw) {
+    let count = (b * gh * gw).saturating_sub(first);
+    for (r, row) in (first..).zip(rows.chunks_exact_mut(k).take(count)) {
         let (bi, gy, gx) = (r / (gh * gw), r / gw % gh, r % gw);
         for ci in 0..c {
             for ky in 0..ph {
@@ -554,15 +569,25 @@ impl EvalOp for PatchEmbed {
         let rows = b * (h / ph) * (w / pw);
         let mut out = Tensor::zero::<f32>(&[b, rows / b, self.weights.n])?;
         let x = x.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
         let mut out_ram = out.try_as_plain_ram_mut()?;
-        PATCHES.with_borrow_mut(|patches| {
-            // Kept per thread: a fresh buffer per clip costs more in page faults (~1200
-            // for 8 frames at 224) than the copy itself.
-            patches.resize(rows * self.weights.k, 0.0);
-            patch_rows(x.as_slice::<f32>()?, shape, self.patch, patches);
-            par_dense(patches, &self.weights, out_ram.as_slice_mut::<f32>()?);
-            TractResult::Ok(())
-        })?;
+        let (k, n) = (self.weights.k, self.weights.n);
+        // Each thread copies the patches of its own rows, then multiplies them: the copy
+        // is split too and the rows are in that core's cache when the kernel reads them.
+        split_rows(
+            rows,
+            &self.weights,
+            out_ram.as_slice_mut::<f32>()?,
+            |first, o| {
+                PATCHES.with_borrow_mut(|patches| {
+                    // Kept per thread: a fresh buffer per clip costs more in page faults
+                    // (~1200 for 8 frames at 224) than the copy itself.
+                    patches.resize(o.len() / n * k, 0.0);
+                    patch_rows(x, shape, self.patch, first, patches);
+                    dense(patches, &self.weights, o);
+                })
+            },
+        );
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -753,7 +778,10 @@ mod tests {
         let (gh, gw) = (h / ph, w / pw);
         let k = c * ph * pw;
         let mut rows = vec![f32::NAN; b * gh * gw * k];
-        patch_rows(&x, [b, c, h, w], [ph, pw], &mut rows);
+        // In two parts, as two threads copy them.
+        let (head, tail) = rows.split_at_mut(5 * k);
+        patch_rows(&x, [b, c, h, w], [ph, pw], 0, head);
+        patch_rows(&x, [b, c, h, w], [ph, pw], 5, tail);
         for bi in 0..b {
             for gy in 0..gh {
                 for gx in 0..gw {
