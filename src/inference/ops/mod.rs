@@ -40,6 +40,8 @@
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
 //! ops on random inputs.
 
+#[cfg(target_arch = "x86_64")]
+mod attention512;
 pub mod dense;
 pub mod pad;
 pub mod resize;
@@ -688,6 +690,12 @@ pub fn attention_item(
     out: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if dense::available() {
+        // SAFETY: the CPU has AVX-512 F (checked at run time just above); the item and
+        // `out` come from the op's checked shapes.
+        return unsafe { attention512::attention_item(item, rows, scale, out, scratch) };
+    }
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
@@ -1510,8 +1518,9 @@ mod tests {
         }
     }
 
-    /// The dispatch picks one compilation of the kernels; the others (aarch64's fused
-    /// multiply-adds, x86 without AVX2) must agree with it.
+    /// The dispatch picks one compilation of the kernels (AVX-512 where the CPU has it);
+    /// the others (AVX2, aarch64's fused multiply-adds, x86 without AVX2) must agree with
+    /// it.
     #[test]
     fn every_attention_variant_agrees() {
         // Narrow heads (the shared-row path) and a row tail.
@@ -1535,7 +1544,15 @@ mod tests {
         let dispatched = run(&|o, s| attention_item(&item, 0..m, 0.25, o, s));
         let fused = run(&|o, s| attention_item_body::<true>(&item, 0..m, 0.25, o, s));
         let plain = run(&|o, s| attention_item_body::<false>(&item, 0..m, 0.25, o, s));
-        for other in [&fused, &plain] {
+        let mut others = vec![fused, plain];
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            others.push(run(&|o, s| unsafe {
+                attention_item_avx2(&item, 0..m, 0.25, o, s)
+            }));
+        }
+        for other in &others {
             let d = dispatched
                 .iter()
                 .zip(other.iter())
