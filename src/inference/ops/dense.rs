@@ -446,9 +446,13 @@ impl EvalOp for Dense {
     }
 }
 
-/// Products smaller than this many multiply-adds stay on one thread: handing work to the
-/// pool costs tens of microseconds on the 2-core VM, as much as ~8M multiply-adds.
-const PAR_MIN_MACS: usize = 8 << 20;
+/// Products smaller than this many multiply-adds (~8 µs on one core) stay on one thread.
+/// Graphs run through `onnx::GraphThreads`, whose helpers spin during a run, so a share
+/// is taken within microseconds; measured on the tiny X-CLIP at 2 threads, interleaved:
+/// 0.83-0.85 ms at 128K-1M, 0.89 at 2M, 0.94 at 4M-8M (the full-size model's products are
+/// all far above it). From a sleeping pool (tract's scope alone) a hand-off costs tens of
+/// microseconds, and 8M was the break-even.
+const PAR_MIN_MACS: usize = 1 << 20;
 
 /// [`dense`] with the rows split over the tract executor's threads in blocks of [`MR`]
 /// when the product is big enough (the result does not depend on the thread count).
@@ -808,7 +812,6 @@ pub fn patch_embed_chain(model: &TypedModel, mv: usize) -> Option<(OutletId, Pat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::tract_core::ops::binary::TypedBinOp;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -879,7 +882,7 @@ mod tests {
         let mut one = vec![0f32; m * n];
         par_dense(&x, &pw, &mut one);
         let mut two = vec![0f32; m * n];
-        multithread_tract_scope(Executor::multithread(2), || par_dense(&x, &pw, &mut two));
+        crate::inference::onnx::GraphThreads::new(2).run(|| par_dense(&x, &pw, &mut two));
         assert!(one
             .iter()
             .zip(&two)
