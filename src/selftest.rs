@@ -140,7 +140,10 @@ pub struct SystemInfo {
     pub kernel: String,
     pub page_size: usize,
     pub cpus: usize,
+    /// The household matcher's vector kernel.
     pub simd_kernel: &'static str,
+    /// Whose kernels run the X-CLIP dense layers: nvr-edge's AVX-512 one or tract's.
+    pub dense_kernel: &'static str,
 }
 
 impl SystemInfo {
@@ -152,6 +155,11 @@ impl SystemInfo {
             page_size: rustix::param::page_size(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             simd_kernel: nvr_linalg::Kernel::best().name(),
+            dense_kernel: if crate::inference::ops::dense::available() {
+                "avx512f (nvr-edge)"
+            } else {
+                "tract"
+            },
         }
     }
 }
@@ -193,12 +201,13 @@ impl Report {
         let sys = &self.system;
         let _ = writeln!(
             s,
-            "system: {} {}, {} CPUs, {} KiB pages, SIMD {}",
+            "system: {} {}, {} CPUs, {} KiB pages, SIMD {} (matching), dense layers {}",
             sys.arch,
             sys.kernel,
             sys.cpus,
             sys.page_size / 1024,
-            sys.simd_kernel
+            sys.simd_kernel,
+            sys.dense_kernel
         );
         for m in &self.models {
             let _ = writeln!(s, "model: {}", m.describe());
