@@ -241,6 +241,10 @@ fn jpeg_frames(n: usize, seed: u64) -> FrameBatch {
 }
 
 fn service(queue: usize, when_full: WhenFull, workers: usize) -> XclipService {
+    service_on(queue, when_full, workers, 1)
+}
+
+fn service_on(queue: usize, when_full: WhenFull, workers: usize, threads: usize) -> XclipService {
     let model = Arc::new(XclipModel::load(None).unwrap());
     let prompts = PromptSet::new(
         nvr_edge::config::Config::embedded()
@@ -259,7 +263,7 @@ fn service(queue: usize, when_full: WhenFull, workers: usize) -> XclipService {
             queue,
             when_full,
             top_k: 3,
-            threads: 1,
+            threads,
         },
     )
     .unwrap()
@@ -308,6 +312,26 @@ fn ten_concurrent_clips_get_exactly_their_own_results() {
     }
     let st = svc.stats();
     assert_eq!((st.failed, st.refused, st.replaced), (0, 0, 0));
+    // Two workers on two graph threads each (four pool threads and their spinning helpers
+    // on this 2-core machine): the same results.
+    let svc = service_on(16, WhenFull::Refuse, 2, 2);
+    let handles: Vec<_> = clips
+        .iter()
+        .map(|c| {
+            svc.submit(ClipRequest {
+                camera: "c".into(),
+                frames: c.clone(),
+            })
+            .unwrap()
+        })
+        .collect();
+    for (i, t) in handles.into_iter().enumerate() {
+        let r = t.wait().unwrap();
+        assert_eq!(
+            r.classification.all_scores, alone[i].classification.all_scores,
+            "clip {i} on 2 threads"
+        );
+    }
 }
 
 #[test]

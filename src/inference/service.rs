@@ -285,7 +285,7 @@ fn worker(s: &Shared, mut pre: Preprocessor) {
         };
         let queued_ms = job.enqueued.elapsed().as_secs_f64() * 1e3;
         let t0 = Instant::now();
-        let result = threads.run(|| run_one(s, &mut pre, &mut pixels, &job.req));
+        let result = run_one(s, &threads, &mut pre, &mut pixels, &job.req);
         let reply = result.map(|(classification, frames)| ClipResult {
             camera: job.req.camera.clone(),
             classification,
@@ -305,6 +305,7 @@ fn worker(s: &Shared, mut pre: Preprocessor) {
 
 fn run_one(
     s: &Shared,
+    threads: &GraphThreads,
     pre: &mut Preprocessor,
     pixels: &mut Vec<f32>,
     req: &ClipRequest,
@@ -314,6 +315,8 @@ fn run_one(
     }
     let t = s.model.manifest.num_frames;
     let stats = pre.clip(req.frames.iter().map(|(_, b)| b), t, pixels)?;
-    let logits = s.model.logits(pixels, &s.text_embeds)?;
+    // Only the graph on the pool: its helpers spin while it runs, and decoding the JPEGs
+    // above is one thread's work.
+    let logits = threads.run(|| s.model.logits(pixels, &s.text_embeds))?;
     Ok((s.prompts.classify(&logits, s.cfg.top_k), stats))
 }

@@ -163,10 +163,37 @@ mod avx512 {
     use super::{PackedWeights, MR, NR};
     use std::arch::x86_64::*;
 
-    /// All row blocks against every panel: panel outer, so one panel (k x 128 bytes)
-    /// stays in L2 while the row blocks stream past it.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn product(x: *const f32, m: usize, w: &PackedWeights, out: *mut f32) {
+    /// `$tile::<R>(args)` for the `R` (1 to [`MR`]) that `$rows` holds: the tiles are
+    /// compiled per row count so their accumulators stay in registers.
+    macro_rules! by_rows {
+        ($rows:expr, $tile:ident($($arg:expr),*)) => {
+            match $rows {
+                12 => $tile::<12>($($arg),*),
+                11 => $tile::<11>($($arg),*),
+                10 => $tile::<10>($($arg),*),
+                9 => $tile::<9>($($arg),*),
+                8 => $tile::<8>($($arg),*),
+                7 => $tile::<7>($($arg),*),
+                6 => $tile::<6>($($arg),*),
+                5 => $tile::<5>($($arg),*),
+                4 => $tile::<4>($($arg),*),
+                3 => $tile::<3>($($arg),*),
+                2 => $tile::<2>($($arg),*),
+                _ => $tile::<1>($($arg),*),
+            }
+        };
+    }
+
+    /// Every tile of an `m`-row product by `w`: `f(first_row, rows, panel, bias, out,
+    /// cols)`, `out` at the tile's first result. Panel outer, so one panel (k x 128
+    /// bytes) stays in L2 while the row blocks stream past it.
+    #[inline(always)]
+    unsafe fn each_tile(
+        m: usize,
+        w: &PackedWeights,
+        out: *mut f32,
+        mut f: impl FnMut(usize, usize, *const f32, *const f32, *mut f32, usize),
+    ) {
         let (k, n) = (w.k, w.n);
         for p in 0..n.div_ceil(NR) {
             let cols = (n - p * NR).min(NR);
@@ -175,25 +202,18 @@ mod avx512 {
             let mut r = 0;
             while r < m {
                 let rows = (m - r).min(MR);
-                let xr = x.add(r * k);
-                let c = out.add(r * n + p * NR);
-                match rows {
-                    12 => tile::<12>(xr, k, panel, bias, c, n, cols),
-                    11 => tile::<11>(xr, k, panel, bias, c, n, cols),
-                    10 => tile::<10>(xr, k, panel, bias, c, n, cols),
-                    9 => tile::<9>(xr, k, panel, bias, c, n, cols),
-                    8 => tile::<8>(xr, k, panel, bias, c, n, cols),
-                    7 => tile::<7>(xr, k, panel, bias, c, n, cols),
-                    6 => tile::<6>(xr, k, panel, bias, c, n, cols),
-                    5 => tile::<5>(xr, k, panel, bias, c, n, cols),
-                    4 => tile::<4>(xr, k, panel, bias, c, n, cols),
-                    3 => tile::<3>(xr, k, panel, bias, c, n, cols),
-                    2 => tile::<2>(xr, k, panel, bias, c, n, cols),
-                    _ => tile::<1>(xr, k, panel, bias, c, n, cols),
-                }
+                f(r, rows, panel, bias, out.add(r * n + p * NR), cols);
                 r += rows;
             }
         }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn product(x: *const f32, m: usize, w: &PackedWeights, out: *mut f32) {
+        let (k, n) = (w.k, w.n);
+        each_tile(m, w, out, |r, rows, panel, bias, c, cols| {
+            by_rows!(rows, tile(x.add(r * k), k, panel, bias, c, n, cols))
+        })
     }
 
     #[target_feature(enable = "avx512f")]
@@ -285,33 +305,14 @@ mod avx512 {
             gh: h / ph,
             gw: w / pw,
         };
-        let (k, n) = (wt.k, wt.n);
-        for p in 0..n.div_ceil(NR) {
-            let cols = (n - p * NR).min(NR);
-            let panel = wt.panels.as_ptr().add(p * k * 2) as *const f32;
-            let bias = wt.bias.as_ptr().add(p * 2) as *const f32;
-            let mut r = 0;
-            while r < m {
-                let rows = (m - r).min(MR);
-                let at = |i: usize| x.add(g.start(first + r + i));
-                let c = out.add(r * n + p * NR);
-                match rows {
-                    12 => patch_tile::<12>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    11 => patch_tile::<11>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    10 => patch_tile::<10>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    9 => patch_tile::<9>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    8 => patch_tile::<8>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    7 => patch_tile::<7>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    6 => patch_tile::<6>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    5 => patch_tile::<5>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    4 => patch_tile::<4>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    3 => patch_tile::<3>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    2 => patch_tile::<2>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                    _ => patch_tile::<1>(std::array::from_fn(at), &g, panel, bias, c, n, cols),
-                }
-                r += rows;
-            }
-        }
+        let n = wt.n;
+        each_tile(m, wt, out, |r, rows, panel, bias, c, cols| {
+            let at = |i: usize| x.add(g.start(first + r + i));
+            by_rows!(
+                rows,
+                patch_tile(std::array::from_fn(at), &g, panel, bias, c, n, cols)
+            )
+        })
     }
 
     /// [`tile`] with each row a patch: `c * ph` runs of `pw` contiguous values, run
