@@ -278,7 +278,7 @@ pub struct XclipSection {
     pub when_full: WhenFull,
     /// Best prompts listed in each result.
     pub top_k: u32,
-    /// Threads one worker's matrix products may use.
+    /// Threads one worker's graph runs on (see `inference::onnx::GraphThreads`).
     pub threads: u32,
     /// Seconds of ring history a clip is sampled from while motion lasts.
     pub window_secs: f64,

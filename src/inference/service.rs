@@ -35,7 +35,7 @@ pub struct ServiceConfig {
     pub queue: usize,
     pub when_full: WhenFull,
     pub top_k: usize,
-    /// Threads each worker's matrix products may use.
+    /// Threads each worker's graph runs on (`GraphThreads`).
     pub threads: usize,
 }
 
