@@ -746,7 +746,7 @@ pub fn patch_embed_chain(model: &TypedModel, mv: usize) -> Option<(OutletId, Pat
     if !available() || model.nodes[mv].op_as::<AxisOp>() != Some(&AxisOp::Move(1, 2)) {
         return None;
     }
-    let single_use = |o: OutletId| model.outlet_successors(o).len() == 1;
+    let single_use = |o: OutletId| super::used_once(model, o);
     let reshape = model.nodes[mv].inputs[0];
     let rn = &model.nodes[reshape.node];
     let AxisOp::Reshape(2, from, to) = rn.op_as::<AxisOp>()? else {
