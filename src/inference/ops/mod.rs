@@ -43,6 +43,7 @@
 #[cfg(target_arch = "x86_64")]
 mod attention512;
 pub mod dense;
+pub mod hardswish;
 pub mod pad;
 pub mod resize;
 
@@ -1156,6 +1157,13 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
         let out = if let Some((x, alpha)) = quick_gelu_chain(model, node) {
             let x = patch.tap_model(model, x)?;
             patch.wire_node(format!("{name}.quick_gelu"), QuickGelu { alpha }, &[x])?
+        } else if let Some((x, op, last)) = hardswish::HardSwish::chain(model, node) {
+            let x = patch.tap_model(model, x)?;
+            let out = patch.wire_node(format!("{name}.hard_swish"), op, &[x])?;
+            patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
+            patch.apply(model)?;
+            fused += 1;
+            continue;
         } else if let Some((x, op, last)) = dense_like(model, node) {
             // These also take the node after the match (bias add, axis move) with them.
             let x = patch.tap_model(model, x)?;
