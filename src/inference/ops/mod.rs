@@ -21,12 +21,18 @@
 //!   packed again around a softmax (~2.4 ms per X-CLIP layer, most of it data movement).
 //!   [`Attention`] reads Q, K and V where the projections left them (`[batch, token, head,
 //!   dim]`) and writes the output in the layout the output projection reads, one head
-//!   at a time, heads of different batch items on different threads.
+//!   at a time, heads of different batch items on different threads (on AVX-512 CPUs
+//!   through `attention512`).
 //!
 //! - **Per-channel Add/Mul** (`x + b[c]`, `x * a[c]` with the constant varying along one
 //!   axis, as batch-norm biases and PReLU slopes in NCHW graphs are): tract leaves these on
 //!   its generic broadcasting path (~0.7 ns an element; 40 of MobileFaceNet's 62 ms).
 //!   [`ChannelOp`] runs them a channel block at a time; swapped in the optimised plan.
+//!   Whole PReLUs as tflite2onnx writes them (`max(x, 0) + c * (x - |x|)`, four passes)
+//!   are one: [`ChannelPrelu`], fused in the decluttered graph.
+//!
+//! - **Hard-swish** between scalar affine steps (PP-OCR's PP-LCNet blocks):
+//!   [`hardswish::HardSwish`], one pass where tract makes two or three.
 //!
 //! - **Dense layers** (an einsum of rows by a constant matrix, and the bias add after it)
 //!   and **patch embeddings** (a convolution whose stride is its kernel) on AVX-512 CPUs:
