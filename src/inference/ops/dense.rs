@@ -459,7 +459,7 @@ const PAR_MIN_MACS: usize = 1 << 20;
 /// when the product is big enough (the result does not depend on the thread count).
 pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
     let k = w.k;
-    split_rows(x.len() / k, w, out, |first, o| {
+    split_rows(x.len() / k, k, w.n, out, |first, o| {
         dense(&x[first * k..][..o.len() / w.n * k], w, o)
     })
 }
@@ -471,9 +471,14 @@ pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
 /// once and its rows once per panel; split by panels every thread streams all the rows
 /// (measured slower, as was the calling thread taking a share from outside the pool:
 /// three threads on two cores).
-fn split_rows(m: usize, w: &PackedWeights, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn split_rows(
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
     use tract_linalg::multithread::{current_tract_executor, Executor};
-    let (k, n) = (w.k, w.n);
     let blocks = m.div_ceil(MR);
     if let Executor::MultiThread(pool) = current_tract_executor() {
         let threads = pool.current_num_threads();
@@ -706,7 +711,8 @@ impl EvalOp for PatchEmbed {
         let mut out_ram = out.try_as_plain_ram_mut()?;
         split_rows(
             rows,
-            &self.weights,
+            self.weights.k,
+            self.weights.n,
             out_ram.as_slice_mut::<f32>()?,
             |first, o| patch_dense(x, shape, self.patch, first, &self.weights, o),
         );

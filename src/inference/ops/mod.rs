@@ -51,6 +51,7 @@ mod attention512;
 pub mod dense;
 pub mod hardswish;
 pub mod pad;
+pub mod pointwise;
 pub mod resize;
 
 use std::sync::OnceLock;
@@ -1166,6 +1167,13 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
         } else if let Some((x, op, last)) = hardswish::HardSwish::chain(model, node) {
             let x = patch.tap_model(model, x)?;
             let out = patch.wire_node(format!("{name}.hard_swish"), op, &[x])?;
+            patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
+            patch.apply(model)?;
+            fused += 1;
+            continue;
+        } else if let Some((x, op, last)) = pointwise::Pointwise::chain(model, node) {
+            let x = patch.tap_model(model, x)?;
+            let out = patch.wire_node(format!("{name}.pointwise"), op, &[x])?;
             patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
             patch.apply(model)?;
             fused += 1;
