@@ -159,7 +159,7 @@ pub fn patch_dense(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{PackedWeights, MR, NR};
     use std::arch::x86_64::*;
 
@@ -183,6 +183,7 @@ mod avx512 {
             }
         };
     }
+    pub(crate) use by_rows;
 
     /// Every tile of an `m`-row product by `w`: `f(first_row, rows, panel, bias, out,
     /// cols)`, `out` at the tile's first result. Panel outer, so one panel (k x 128
@@ -244,7 +245,7 @@ mod avx512 {
     /// A tile's `R` rows of `cols` (<= 32) results into `c`, rows `ldc` apart.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn store<const R: usize>(
+    pub(crate) unsafe fn store<const R: usize>(
         a0: &[__m512; R],
         a1: &[__m512; R],
         c: *mut f32,

@@ -93,6 +93,7 @@ pub fn pointwise(x: &[f32], pixels: usize, w: &[f32], bias: &[f32], first: usize
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{MR, NR};
+    use crate::inference::ops::dense::avx512::{by_rows, store};
     use std::arch::x86_64::*;
 
     /// Column panels outer, row blocks inner. Each 32-pixel panel of the activations is
@@ -126,20 +127,7 @@ mod avx512 {
             while r < m {
                 let rows = (m - r).min(MR);
                 let (wr, br, o) = (w.add(r * k), bias.add(r), out.add(r * p + c0));
-                match rows {
-                    12 => tile::<12>(xp, k, wr, br, o, p, cols),
-                    11 => tile::<11>(xp, k, wr, br, o, p, cols),
-                    10 => tile::<10>(xp, k, wr, br, o, p, cols),
-                    9 => tile::<9>(xp, k, wr, br, o, p, cols),
-                    8 => tile::<8>(xp, k, wr, br, o, p, cols),
-                    7 => tile::<7>(xp, k, wr, br, o, p, cols),
-                    6 => tile::<6>(xp, k, wr, br, o, p, cols),
-                    5 => tile::<5>(xp, k, wr, br, o, p, cols),
-                    4 => tile::<4>(xp, k, wr, br, o, p, cols),
-                    3 => tile::<3>(xp, k, wr, br, o, p, cols),
-                    2 => tile::<2>(xp, k, wr, br, o, p, cols),
-                    _ => tile::<1>(xp, k, wr, br, o, p, cols),
-                }
+                by_rows!(rows, tile(xp, k, wr, br, o, p, cols));
                 r += rows;
             }
             c0 += cols;
@@ -171,12 +159,7 @@ mod avx512 {
                 a1[r] = _mm512_fmadd_ps(wv, x1, a1[r]);
             }
         }
-        let m0: __mmask16 = ((1u32 << cols.min(16)) - 1) as u16;
-        let m1: __mmask16 = ((1u32 << cols.saturating_sub(16)) - 1) as u16;
-        for r in 0..R {
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, a0[r]);
-            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, a1[r]);
-        }
+        store(&a0, &a1, c, ldc, cols)
     }
 }
 
