@@ -142,7 +142,8 @@ pub struct SystemInfo {
     pub cpus: usize,
     /// The household matcher's vector kernel.
     pub simd_kernel: &'static str,
-    /// Whose kernels run the X-CLIP dense layers: nvr-edge's AVX-512 one or tract's.
+    /// Whose kernels run the dense layers (X-CLIP) and 1x1 convolutions (identity models):
+    /// nvr-edge's AVX-512 ones or tract's.
     pub dense_kernel: &'static str,
 }
 
@@ -201,7 +202,7 @@ impl Report {
         let sys = &self.system;
         let _ = writeln!(
             s,
-            "system: {} {}, {} CPUs, {} KiB pages, SIMD {} (matching), dense layers {}",
+            "system: {} {}, {} CPUs, {} KiB pages, SIMD {} (matching), dense and 1x1 kernels {}",
             sys.arch,
             sys.kernel,
             sys.cpus,

@@ -54,7 +54,7 @@ def check(ok, what):
     fails += not ok
 check(r["system"]["arch"] == "aarch64", f"ran as aarch64 ({r['system']['arch']}, SIMD {r['system']['simd_kernel']})")
 check(r["system"]["simd_kernel"] == "neon", "NEON kernel selected")
-check(r["system"]["dense_kernel"] == "tract", "X-CLIP dense layers on tract's kernels (no AVX-512 on aarch64)")
+check(r["system"]["dense_kernel"] == "tract", "dense layers and 1x1 convolutions on tract's kernels (no AVX-512 on aarch64)")
 check(r["verdict"] == "PASS" and rc == 0, f"verdict {r['verdict']}, exit status {rc}: " +
       ", ".join(f"{c['name']}={c['measured']}" for c in r["checks"] if not c["pass"]))
 check(any(m["placeholder"] for m in r["models"]), "the placeholder model is reported as such")
