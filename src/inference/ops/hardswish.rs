@@ -11,7 +11,9 @@ use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
 use tract_onnx::tract_hir::internal::*;
 
-use super::{avx2, rows_in_place, used_once};
+#[cfg(target_arch = "x86_64")]
+use super::avx2;
+use super::{rows_in_place, used_once};
 
 /// `y = (x1 * min(max(x1 + 3, 0), 6)) * s + c` with `x1 = x * a + b`; absent steps are
 /// `a = s = 1`, `b = c = 0` and are not computed.

@@ -1732,6 +1732,8 @@ mod tests {
         let dispatched = run(&|o, s| attention_item(&item, 0..m, 0.25, o, s));
         let fused = run(&|o, s| attention_item_body::<true>(&item, 0..m, 0.25, o, s));
         let plain = run(&|o, s| attention_item_body::<false>(&item, 0..m, 0.25, o, s));
+        // Only x86_64 has a further compilation to add.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut others = vec![fused, plain];
         #[cfg(target_arch = "x86_64")]
         if avx2() {

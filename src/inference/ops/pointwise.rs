@@ -13,7 +13,7 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_hir::internal::*;
 
-use super::dense::{available, split_rows, MR, NR};
+use super::dense::{available, split_rows};
 
 /// `[N,] I, H, W` -> `[N,] O, H, W` with constant weights `[O, I]` and bias `[O]`; a
 /// batch axis of one may be present on one side only (tract drops or adds it).
@@ -92,8 +92,8 @@ pub fn pointwise(x: &[f32], pixels: usize, w: &[f32], bias: &[f32], first: usize
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MR, NR};
     use crate::inference::ops::dense::avx512::{by_rows, store};
+    use crate::inference::ops::dense::{MR, NR};
     use std::arch::x86_64::*;
 
     /// Column panels outer, row blocks inner. Each 32-pixel panel of the activations is
