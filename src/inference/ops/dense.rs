@@ -228,15 +228,33 @@ pub(crate) mod avx512 {
         ldc: usize,
         cols: usize,
     ) {
-        let mut a0 = [_mm512_load_ps(bias); R];
-        let mut a1 = [_mm512_load_ps(bias.add(16)); R];
+        let (a0, a1) = ([_mm512_load_ps(bias); R], [_mm512_load_ps(bias.add(16)); R]);
+        accumulate(x, k, w, a0, a1, c, ldc, cols)
+    }
+
+    /// `a0`/`a1` (columns 0-15 / 16-31 of `R` rows) plus `R` rows of `k` values (`k`
+    /// apart, one broadcast per row and step) times a 32-column panel (`k` rows of 32),
+    /// stored into `c`: the register tile every product here runs.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn accumulate<const R: usize>(
+        rows: *const f32,
+        k: usize,
+        panel: *const f32,
+        mut a0: [__m512; R],
+        mut a1: [__m512; R],
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
         for kk in 0..k {
-            let w0 = _mm512_load_ps(w.add(kk * NR));
-            let w1 = _mm512_load_ps(w.add(kk * NR + 16));
+            let p0 = _mm512_loadu_ps(panel.add(kk * NR));
+            let p1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
             for r in 0..R {
-                let xv = _mm512_set1_ps(*x.add(r * k + kk));
-                a0[r] = _mm512_fmadd_ps(xv, w0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(xv, w1, a1[r]);
+                let v = _mm512_set1_ps(*rows.add(r * k + kk));
+                a0[r] = _mm512_fmadd_ps(v, p0, a0[r]);
+                a1[r] = _mm512_fmadd_ps(v, p1, a1[r]);
             }
         }
         store(&a0, &a1, c, ldc, cols)

@@ -92,7 +92,7 @@ pub fn pointwise(x: &[f32], pixels: usize, w: &[f32], bias: &[f32], first: usize
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use crate::inference::ops::dense::avx512::{by_rows, store};
+    use crate::inference::ops::dense::avx512::{accumulate, by_rows};
     use crate::inference::ops::dense::{MR, NR};
     use std::arch::x86_64::*;
 
@@ -148,18 +148,8 @@ mod avx512 {
         ldc: usize,
         cols: usize,
     ) {
-        let mut a0: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(*bias.add(r)));
-        let mut a1 = a0;
-        for kk in 0..k {
-            let x0 = _mm512_loadu_ps(x.add(kk * NR));
-            let x1 = _mm512_loadu_ps(x.add(kk * NR + 16));
-            for r in 0..R {
-                let wv = _mm512_set1_ps(*w.add(r * k + kk));
-                a0[r] = _mm512_fmadd_ps(wv, x0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(wv, x1, a1[r]);
-            }
-        }
-        store(&a0, &a1, c, ldc, cols)
+        let a: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(*bias.add(r)));
+        accumulate(w, k, x, a, a, c, ldc, cols)
     }
 }
 
