@@ -1248,15 +1248,43 @@ unsafe fn channel_op_avx2(data: &mut [f32], v: &[f32], inner: usize, mul: bool) 
 
 #[inline(always)]
 fn channel_op_body(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
+    each_channel(data, v, inner, |block, c| {
+        if mul {
+            block.iter_mut().for_each(|x| *x *= c);
+        } else {
+            block.iter_mut().for_each(|x| *x += c);
+        }
+    })
+}
+
+/// `f(block, v[c])` for each channel's block of `inner` values in `data`, laid out as
+/// `[.., channels, inner]`.
+#[inline(always)]
+fn each_channel(data: &mut [f32], v: &[f32], inner: usize, f: impl Fn(&mut [f32], f32)) {
     for outer in data.chunks_exact_mut(v.len() * inner) {
         for (block, &c) in outer.chunks_exact_mut(inner).zip(v) {
-            if mul {
-                block.iter_mut().for_each(|x| *x *= c);
-            } else {
-                block.iter_mut().for_each(|x| *x += c);
-            }
+            f(block, c)
         }
     }
+}
+
+/// `x` with `f(rows, v, inner)` applied in place, `v` one value per index of `axis` (`what`
+/// names the op in the error when they do not match), rows split over the threads.
+fn per_channel_in_place(
+    x: TValue,
+    v: &[f32],
+    axis: usize,
+    what: &str,
+    f: impl Fn(&mut [f32], &[f32], usize) + Sync + Send,
+) -> TractResult<TVec<TValue>> {
+    let shape = x.shape();
+    ensure!(
+        axis < shape.len() && shape[axis] == v.len(),
+        "{what}: {} values along axis {axis} of {shape:?}",
+        v.len()
+    );
+    let inner: usize = shape[axis + 1..].iter().product();
+    rows_in_place(x, (v.len() * inner).max(1), |chunk| f(chunk, v, inner))
 }
 
 impl EvalOp for ChannelOp {
@@ -1266,17 +1294,13 @@ impl EvalOp for ChannelOp {
         let v = inputs.remove(self.konst);
         let x = inputs.remove(0);
         let v = v.try_as_plain_ram()?;
-        let v = v.as_slice::<f32>()?;
-        let shape = x.shape();
-        ensure!(
-            self.axis < shape.len() && shape[self.axis] == v.len(),
-            "channel op: {} values along axis {} of {shape:?}",
-            v.len(),
-            self.axis
-        );
-        let inner: usize = shape[self.axis + 1..].iter().product();
-        let row = v.len() * inner;
-        rows_in_place(x, row.max(1), |chunk| channel_op(chunk, v, inner, self.mul))
+        per_channel_in_place(
+            x,
+            v.as_slice::<f32>()?,
+            self.axis,
+            "channel op",
+            |d, v, i| channel_op(d, v, i, self.mul),
+        )
     }
 }
 
@@ -1368,13 +1392,11 @@ unsafe fn channel_prelu_avx2(data: &mut [f32], c: &[f32], inner: usize) {
 
 #[inline(always)]
 fn channel_prelu_body(data: &mut [f32], c: &[f32], inner: usize) {
-    for outer in data.chunks_exact_mut(c.len() * inner) {
-        for (block, &c) in outer.chunks_exact_mut(inner).zip(c) {
-            for x in block {
-                *x = if *x >= 0.0 { *x } else { c * (*x + *x) };
-            }
+    each_channel(data, c, inner, |block, c| {
+        for x in block {
+            *x = if *x >= 0.0 { *x } else { c * (*x + *x) };
         }
-    }
+    })
 }
 
 impl EvalOp for ChannelPrelu {
@@ -1383,18 +1405,7 @@ impl EvalOp for ChannelPrelu {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, c) = args_2!(inputs);
         let c = c.try_as_plain_ram()?;
-        let c = c.as_slice::<f32>()?;
-        let shape = x.shape();
-        ensure!(
-            self.axis < shape.len() && shape[self.axis] == c.len(),
-            "prelu: {} slopes along axis {} of {shape:?}",
-            c.len(),
-            self.axis
-        );
-        let inner: usize = shape[self.axis + 1..].iter().product();
-        rows_in_place(x, (c.len() * inner).max(1), |chunk| {
-            channel_prelu(chunk, c, inner)
-        })
+        per_channel_in_place(x, c.as_slice::<f32>()?, self.axis, "prelu", channel_prelu)
     }
 }
 
