@@ -4,7 +4,7 @@
 //! [`config`] (typed, validated configuration), [`ring`] (fixed-capacity frame rings),
 //! [`memory`] (jemalloc arenas and accounting), [`capture`] (camera sources and capture
 //! threads), [`pipeline`] (starting and stopping cameras), [`selftest`] (the PASS/FAIL
-//! report), [`service`] (the long-running job), [`clock`], [`telemetry`].
+//! report), [`fsio`] (bounded reads of files users name), [`service`] (the long-running job), [`clock`], [`telemetry`].
 
 pub mod analysis;
 pub mod capture;
@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod events;
+pub mod fsio;
 pub mod household;
 pub mod inference;
 pub mod memory;

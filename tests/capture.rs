@@ -318,3 +318,106 @@ fn vanished_device_is_reopened_and_the_ring_survives() {
     assert_eq!(cam.ring().with_frame(0, |f| f.meta.seq), Some(1));
     assert!(cam.ring().with_newest(|f| f.meta.seq).unwrap() > 2000);
 }
+
+/// `jpeg` with the size in its frame header (SOF0/SOF2) replaced: what a pixel bomb looks
+/// like (a few KB claiming gigapixels) to everything that reads headers.
+fn claim_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let mut out = jpeg.to_vec();
+    let at = out
+        .windows(2)
+        .position(|m| m[0] == 0xFF && (m[1] == 0xC0 || m[1] == 0xC2))
+        .expect("a frame header");
+    out[at + 5..at + 7].copy_from_slice(&h.to_be_bytes());
+    out[at + 7..at + 9].copy_from_slice(&w.to_be_bytes());
+    out
+}
+
+/// A 65500x65500 header in a small file is a bad frame at the capture thread: counted,
+/// never in the ring, so the motion gate never spends a decode on it.
+#[test]
+fn a_frame_claiming_another_size_is_a_bad_frame_not_a_ring_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = jpegs(2);
+    let bomb = claim_size(&good[0], 65500, 65500);
+    assert_eq!(validate_jpeg(&bomb), Ok((65500, 65500)));
+    write(dir.path(), "1.jpg", &good[0]);
+    write(dir.path(), "2.jpg", &bomb);
+    write(dir.path(), "3.jpg", &claim_size(&good[1], 320, 240));
+    let cfg = Config::from_toml_str(
+        &format!(
+            "[[cameras]]\nid = \"rep\"\nsource = \"replay\"\npath = {:?}\nwidth = 160\nheight = 120\nfps = 200\nring = {{ frames = 50, max_bytes = 4000000 }}\n",
+            dir.path()
+        ),
+        "test",
+    )
+    .unwrap();
+    let mut p = Pipeline::start(&cfg, Arc::new(SystemClock)).unwrap();
+    wait_until("frames and bad frames", 20, || {
+        let r = &p.reports()[0];
+        r.stats.frames >= 10 && r.stats.bad_frames >= 20
+    });
+    let ring = p.cameras()[0].shared.ring.clone();
+    p.stop();
+    let mut sizes = std::collections::BTreeSet::new();
+    let mut batch = nvr_edge::ring::FrameBatch::default();
+    ring.sample_into(50, &mut batch);
+    for (meta, _) in batch.iter() {
+        sizes.insert((meta.width, meta.height));
+    }
+    assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [(160, 120)]);
+}
+
+/// A replay directory whose *.jpg are a FIFO and a link to /dev/zero: bad frames, named,
+/// and the capture thread neither blocks in open() nor reads without end; stop is prompt.
+#[test]
+fn replay_special_files_are_bad_frames_and_never_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = jpegs(1);
+    write(dir.path(), "1.jpg", &good[0]);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.path().join("2.jpg"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("3.jpg")).unwrap();
+    let cfg = Config::from_toml_str(
+        &format!(
+            "[[cameras]]\nid = \"rep\"\nsource = \"replay\"\npath = {:?}\nwidth = 160\nheight = 120\nfps = 100\nring = {{ frames = 50, max_bytes = 4000000 }}\n",
+            dir.path()
+        ),
+        "test",
+    )
+    .unwrap();
+    let mut p = Pipeline::start(&cfg, Arc::new(SystemClock)).unwrap();
+    wait_until("good and bad frames", 20, || {
+        let r = &p.reports()[0];
+        r.stats.frames >= 5 && r.stats.bad_frames >= 10
+    });
+    let t0 = Instant::now();
+    p.stop();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t0.elapsed()
+    );
+    // The MJPEG form: a FIFO as the recording is refused when the camera opens.
+    let fifo = dir.path().join("rec.mjpeg");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let cam = camera(&format!(
+        "source = \"replay\"\npath = {fifo:?}\nwidth = 160\nheight = 120\nfps = 30"
+    ));
+    let err = open_source(&cam, Arc::new(SystemClock), false)
+        .err()
+        .expect("a FIFO is not a recording");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+}

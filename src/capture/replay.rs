@@ -62,8 +62,9 @@ impl ReplaySource {
             }
             Input::Dir { files, next: 0 }
         } else {
-            let f = File::open(path)
-                .map_err(|e| SourceError::from_io(&path.display().to_string(), &e))?;
+            // A FIFO or device under the name would block or never end: refused here.
+            let (f, _) = crate::fsio::open_regular(path, u64::MAX)
+                .map_err(|e| SourceError::Unavailable(e.to_string()))?;
             Input::Mjpeg {
                 path: path.to_path_buf(),
                 reader: BufReader::with_capacity(1 << 16, f),
@@ -91,19 +92,10 @@ impl ReplaySource {
             Input::Dir { files, next } => {
                 let path = &files[*next];
                 *next = (*next + 1) % files.len();
-                buf.clear();
-                let mut f = File::open(path)
-                    .map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
-                use std::io::Read;
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                if len > MAX_FRAME_BYTES as u64 {
-                    return Err(SourceError::BadFrame(format!(
-                        "{}: {len} bytes is larger than any frame",
-                        path.display()
-                    )));
-                }
-                f.read_to_end(buf)
-                    .map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
+                // Only regular files, never more than a frame's worth of bytes, and an open
+                // that cannot block on a FIFO named *.jpg.
+                crate::fsio::read_regular_into(path, MAX_FRAME_BYTES as u64, buf)
+                    .map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 validate_jpeg(buf)
                     .map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))
             }

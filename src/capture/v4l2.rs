@@ -294,10 +294,13 @@ impl FrameSource for V4l2Source {
         };
         self.last_ts = ts;
         buf.clear();
-        match self.fourcc {
+        // An MJPEG frame reports the size its header claims (the capture loop refuses one
+        // that differs from the granted size); frames nvr-edge encodes have that size.
+        let (width, height) = match self.fourcc {
             MJPG => {
-                validate_jpeg(bytes).map_err(SourceError::BadFrame)?;
+                let size = validate_jpeg(bytes).map_err(SourceError::BadFrame)?;
                 buf.extend_from_slice(bytes);
+                size
             }
             f => {
                 let ok = if f == YUYV {
@@ -314,14 +317,15 @@ impl FrameSource for V4l2Source {
                 Encoder::new(&mut *buf, self.quality)
                     .encode(&self.scratch, w as u16, h as u16, ColorType::Ycbcr)
                     .map_err(|e| SourceError::BadFrame(format!("JPEG encode: {e}")))?;
+                (self.width, self.height)
             }
-        }
+        };
         Ok(Captured {
             meta: FrameMeta {
                 seq: u64::from(seq),
                 ts_us: ts,
-                width: self.width,
-                height: self.height,
+                width,
+                height,
                 format: FrameFormat::Jpeg,
             },
             dropped_before: dropped,

@@ -90,7 +90,10 @@ pub fn run_capture(
         }
         tracing::info!(camera = %shared.id, source = ?source.info(), "camera streaming");
         while !shared.stopping() {
-            match source.next_frame(&mut buf) {
+            match source
+                .next_frame(&mut buf)
+                .and_then(|cap| sized(source.info(), cap))
+            {
                 Ok(cap) => {
                     let t0 = Instant::now();
                     let pushed = shared.ring.push(cap.meta, &buf);
@@ -131,6 +134,20 @@ pub fn run_capture(
         }
     }
     shared.stats().state = CameraState::Stopped;
+}
+
+/// A frame whose header claims another size than the camera streams at is a bad frame:
+/// nothing downstream decodes it, so a 17 KB JPEG that claims 65500x65500 pixels (a
+/// pixel bomb, or a corrupt header) costs no decoder time or memory.
+fn sized(info: &super::SourceInfo, cap: super::Captured) -> Result<super::Captured, SourceError> {
+    if (cap.meta.width, cap.meta.height) == (info.width, info.height) {
+        Ok(cap)
+    } else {
+        Err(SourceError::BadFrame(format!(
+            "frame of {}x{} from a camera streaming {}x{}",
+            cap.meta.width, cap.meta.height, info.width, info.height
+        )))
+    }
 }
 
 fn set_down(shared: &CameraShared, e: &SourceError) {

@@ -332,9 +332,10 @@ fn observer(cfg: &Config) -> Result<FaceObserver, CliError> {
 }
 
 fn read_image(path: &Path) -> Result<RgbImage, CliError> {
-    image::open(path)
+    // Regular files of a bounded size and pixel count only (see fsio).
+    crate::fsio::read_image(path)
         .map(|i| i.to_rgb8())
-        .map_err(|e| CliError::Usage(format!("{}: not a readable image: {e}", path.display())))
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// Faces numbered as a person reading the photo would: from the left.

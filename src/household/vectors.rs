@@ -24,6 +24,9 @@ pub enum VectorFileError {
     Bad { path: String, message: String },
 }
 
+/// Largest embedding file read: 8192 float64 values and a `.npy` header fit well inside.
+pub const MAX_VECTOR_FILE_BYTES: u64 = 1 << 20;
+
 /// Read an embedding from a `.npy` file (float32 or float64, one row) or from raw
 /// little-endian f32 (any other name).
 pub fn read_vector_file(path: &Path) -> Result<Vec<f32>, VectorFileError> {
@@ -31,7 +34,9 @@ pub fn read_vector_file(path: &Path) -> Result<Vec<f32>, VectorFileError> {
         path: path.display().to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    // An embedding is at most a few KiB; a bigger file is not one (and is not read whole).
+    let bytes =
+        crate::fsio::read_regular(path, MAX_VECTOR_FILE_BYTES).map_err(|e| bad(e.to_string()))?;
     let is_npy = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"));

@@ -57,7 +57,10 @@ pub fn run(args: &ClassifyArgs, cfg: &Config) -> Result<serde_json::Value, Class
     };
     let mut batch = FrameBatch::default();
     for (i, f) in args.frames.iter().enumerate() {
-        let bytes = std::fs::read(f).map_err(|e| input(f, e.to_string()))?;
+        let bytes = crate::fsio::read_regular(f, crate::fsio::MAX_IMAGE_BYTES)
+            .map_err(|e| input(f, e.to_string()))?;
+        // A header that claims more pixels than any frame is refused before decoding.
+        crate::fsio::image_size_checked(f, &bytes).map_err(|e| input(f, e.to_string()))?;
         let meta = FrameMeta {
             seq: i as u64,
             ts_us: i as i64,
@@ -69,7 +72,8 @@ pub fn run(args: &ClassifyArgs, cfg: &Config) -> Result<serde_json::Value, Class
     }
     let prompts = match &args.prompts {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| input(p, e.to_string()))?;
+            let text = crate::fsio::read_regular_string(p, crate::fsio::MAX_CONFIG_BYTES)
+                .map_err(|e| input(p, e.to_string()))?;
             let lines: Vec<String> = text
                 .lines()
                 .map(str::trim)
