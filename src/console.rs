@@ -2,20 +2,25 @@
 //! technician with a cable. It must survive any input: line noise, a wrong baud rate, NUL,
 //! invalid UTF-8, terminal escape sequences, a cat'ed binary. Lines are bounded; an
 //! over-long line is answered with an error and dropped up to its newline; control bytes
-//! other than line ends and backspace, escape sequences and non-ASCII bytes are ignored;
-//! nothing here can panic on input.
+//! other than line ends and backspace, whole escape sequences (CSI, SS3, OSC and the other
+//! string sequences, parsed to their end as ECMA-48 defines them) and non-ASCII bytes are
+//! ignored; nothing here can panic on input. What goes out has its control characters
+//! escaped, so a member's name cannot drive the technician's terminal.
 //!
-//! Read-only commands answer anyone. Commands that change state (remove a household
-//! member, clear a ring) need `unlock <pin>` first; the PIN is stored as a salted SHA-256
-//! in the config, and each failed attempt doubles a delay before the next answer.
+//! Read-only commands answer anyone, but without `unlock <pin>` they show counts, not
+//! names or plates, and a log filter cannot be turned quieter than warnings. The PIN is
+//! stored as an argon2id PHC string. Wrong PINs lock `unlock` out for a doubling time;
+//! that state belongs to the console ([`Lockout`]), not to one session, so it survives
+//! reopenings of the device and (through a small state file) restarts of the process.
+//! A read that returns nothing after the tty's timeout is silence, not the end of the
+//! stream: a session lasts while the line is quiet.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// `[console]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,8 +32,13 @@ pub struct ConsoleConfig {
     pub baud: u32,
     /// Longest accepted line, bytes.
     pub max_line: usize,
-    /// Hex SHA-256 of `salt + PIN`; empty disables mutating commands.
+    /// argon2id PHC string of the PIN (`nvr-edge hash-pin`); empty disables mutating
+    /// commands.
+    pub pin_hash: String,
+    /// Refused: the salted SHA-256 of earlier versions (an offline search finds a 6-digit
+    /// PIN in under a second). Kept as a key only to say so by name.
     pub pin_sha256: String,
+    /// Refused with `pin_sha256`.
     pub pin_salt: String,
 }
 
@@ -39,18 +49,185 @@ impl Default for ConsoleConfig {
             device: "/dev/ttyS0".into(),
             baud: 115_200,
             max_line: 256,
+            pin_hash: String::new(),
             pin_sha256: String::new(),
             pin_salt: String::new(),
         }
     }
 }
 
-/// Hex SHA-256 of `salt + pin`, the form `pin_sha256` takes.
-pub fn hash_pin(salt: &str, pin: &str) -> String {
-    Sha256::digest(format!("{salt}{pin}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// Baud rates a serial console can be set to (termios' standard speeds).
+pub const BAUDS: [u32; 12] = [
+    1200, 2400, 4800, 9600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600, 1_500_000,
+];
+
+impl ConsoleConfig {
+    /// Problems with this section, as (key under `console.`, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if !BAUDS.contains(&self.baud) {
+            p.push(("baud", format!("must be one of {BAUDS:?}")));
+        }
+        if !(16..=4096).contains(&self.max_line) {
+            p.push(("max_line", "must be 16-4096 bytes".into()));
+        }
+        if !self.pin_hash.is_empty() && argon2::PasswordHash::new(&self.pin_hash).is_err() {
+            p.push((
+                "pin_hash",
+                "is not an argon2 PHC string (make one with `nvr-edge hash-pin`)".into(),
+            ));
+        }
+        if !self.pin_sha256.is_empty() || !self.pin_salt.is_empty() {
+            p.push((
+                "pin_sha256",
+                "is no longer accepted: a salted SHA-256 of a PIN falls to an offline search; \
+                 set console.pin_hash from `nvr-edge hash-pin` and remove pin_sha256/pin_salt"
+                    .into(),
+            ));
+        }
+        if self.enabled && self.device.trim().is_empty() {
+            p.push(("device", "must name a serial device".into()));
+        }
+        p
+    }
+}
+
+/// The argon2id PHC string for `pin` (random salt, the crate's default cost: ~19 MiB,
+/// a few tens of ms), the form `console.pin_hash` takes.
+pub fn hash_pin(pin: &str) -> String {
+    use password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(pin.as_bytes(), &salt)
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
+/// Whether `pin` matches a PHC string made by [`hash_pin`] (false for a malformed one).
+pub fn verify_pin(phc: &str, pin: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    match argon2::PasswordHash::new(phc) {
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(pin.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Control characters of `text` shown as `\x1b`-style escapes, so stored text (a member's
+/// name, a plate) cannot move the cursor or retitle the technician's terminal. Newlines
+/// stay: replies are multi-line.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The console's memory of wrong PINs: a doubling lock-out (1 s after the first, 15 min
+/// at most), kept across sessions and reopenings of the device, and in `file` (when
+/// given) across restarts.
+#[derive(Debug)]
+pub struct Lockout {
+    failures: u32,
+    until: Option<Instant>,
+    file: Option<PathBuf>,
+}
+
+/// Longest lock-out after wrong PINs: with it, a guesser gets ~14 tries an hour.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(900);
+
+impl Lockout {
+    pub fn new() -> Self {
+        Self {
+            failures: 0,
+            until: None,
+            file: None,
+        }
+    }
+
+    /// A lock-out kept in `file`: its count of wrong PINs is read back, and the lock-out
+    /// they earned starts again from now.
+    pub fn persistent(file: PathBuf) -> Self {
+        let failures = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        let mut l = Self {
+            failures,
+            until: None,
+            file: Some(file),
+        };
+        if failures > 0 {
+            l.until = Some(Instant::now() + l.penalty());
+        }
+        l
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Lock-out earned by the wrong PINs so far.
+    pub fn penalty(&self) -> Duration {
+        lockout_for(self.failures)
+    }
+
+    /// Time left before `unlock` is tried again.
+    pub fn remaining(&self) -> Duration {
+        self.until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        })
+    }
+
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        self.until = Some(Instant::now() + self.penalty());
+        self.save();
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.until = None;
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Some(f) = &self.file {
+            if let Err(e) = std::fs::write(f, format!("{}\n", self.failures)) {
+                tracing::warn!(file = %f.display(), error = %e, "console lock-out state not saved");
+            }
+        }
+    }
+}
+
+/// The lock-out after `failures` wrong PINs in a row: 1 s, doubling, at most
+/// [`MAX_LOCKOUT`].
+pub fn lockout_for(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(1u64 << (failures - 1).min(20)).min(MAX_LOCKOUT)
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether a log filter would silence warnings (`off`, `error`, or a target set to one
+/// of them): a locked console may turn logging up, not down.
+pub fn silences_warnings(filter: &str) -> bool {
+    filter.split(',').any(|directive| {
+        let level = directive.rsplit('=').next().unwrap_or("").trim();
+        level.eq_ignore_ascii_case("off") || level.eq_ignore_ascii_case("error")
+    })
 }
 
 /// Turns a byte stream into bounded lines.
@@ -59,8 +236,26 @@ pub struct LineReader {
     max: usize,
     buf: Vec<u8>,
     overflow: bool,
-    esc: u8,
+    esc: Esc,
     last_cr: bool,
+}
+
+/// Where the reader stands inside an escape sequence (ECMA-48).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Esc {
+    None,
+    /// After ESC.
+    Start,
+    /// ESC then intermediates (0x20-0x2F), until a final byte (nF sequences: `ESC ( B`).
+    Intermediate,
+    /// ESC [: parameters and intermediates, until a final byte 0x40-0x7E.
+    Csi,
+    /// ESC O: one more byte (keypad and F1-F4 keys).
+    Ss3,
+    /// ESC ], ESC P, ESC X, ESC ^, ESC _: a string, until BEL (OSC) or ST (ESC \).
+    Str,
+    /// ESC inside a string: `\` ends it.
+    StringEscape,
 }
 
 /// What a chunk of input produced.
@@ -79,7 +274,7 @@ impl LineReader {
             max: max.max(1),
             buf: Vec::with_capacity(max),
             overflow: false,
-            esc: 0,
+            esc: Esc::None,
             last_cr: false,
         }
     }
@@ -89,25 +284,13 @@ impl LineReader {
         let mut out = Vec::new();
         let mut echo = Vec::new();
         for &b in bytes {
-            // Escape sequences (arrow keys, ...): ESC, optionally '[' or 'O', then bytes up
-            // to a final byte in 0x40..=0x7E.
-            match self.esc {
-                1 => {
-                    self.esc = if b == b'[' || b == b'O' { 2 } else { 0 };
-                    continue;
-                }
-                2 => {
-                    if (0x40..=0x7E).contains(&b) {
-                        self.esc = 0;
-                    }
-                    continue;
-                }
-                _ => {}
+            if self.in_escape(b) {
+                continue;
             }
             let cr_lf = self.last_cr && b == b'\n';
             self.last_cr = b == b'\r';
             match b {
-                0x1B => self.esc = 1,
+                0x1B => self.esc = Esc::Start,
                 b'\r' | b'\n' => {
                     if cr_lf {
                         continue;
@@ -142,6 +325,55 @@ impl LineReader {
         out
     }
 
+    /// Consume `b` if it belongs to an escape sequence. A line end (or CAN/SUB, which
+    /// cancel a sequence) inside one ends the sequence and is then handled as itself, so a
+    /// sequence cut short never eats the next line; a string sequence (OSC's window
+    /// title, ...) is dropped to its terminator and never typed as text.
+    fn in_escape(&mut self, b: u8) -> bool {
+        let aborts = matches!(b, b'\r' | b'\n' | 0x18 | 0x1A);
+        let (next, consumed) = match self.esc {
+            Esc::None => return false,
+            _ if aborts => (Esc::None, b != b'\r' && b != b'\n'),
+            Esc::Start => match b {
+                b'[' => (Esc::Csi, true),
+                b'O' => (Esc::Ss3, true),
+                b']' | b'P' | b'X' | b'^' | b'_' => (Esc::Str, true),
+                0x1B => (Esc::Start, true),
+                0x20..=0x2F => (Esc::Intermediate, true),
+                // A two-byte sequence (ESC 7, ESC c, ...); a control byte ends it unused.
+                0x30..=0x7E => (Esc::None, true),
+                _ => (Esc::None, false),
+            },
+            Esc::Intermediate => match b {
+                0x20..=0x2F => (Esc::Intermediate, true),
+                0x30..=0x7E => (Esc::None, true),
+                _ => (Esc::None, false),
+            },
+            Esc::Csi => match b {
+                // Parameters and intermediates.
+                0x20..=0x3F => (Esc::Csi, true),
+                // The final byte.
+                0x40..=0x7E => (Esc::None, true),
+                0x1B => (Esc::Start, true),
+                // Other controls are executed inside a sequence (VT100): drop them here.
+                _ => (Esc::Csi, true),
+            },
+            Esc::Ss3 => (Esc::None, (0x20..=0x7E).contains(&b)),
+            Esc::Str => match b {
+                0x07 => (Esc::None, true),
+                0x1B => (Esc::StringEscape, true),
+                _ => (Esc::Str, true),
+            },
+            Esc::StringEscape => match b {
+                b'\\' => (Esc::None, true),
+                0x1B => (Esc::StringEscape, true),
+                _ => (Esc::Str, true),
+            },
+        };
+        self.esc = next;
+        consumed
+    }
+
     fn push(&mut self, b: u8, echo: &mut Vec<u8>) {
         if self.buf.len() >= self.max {
             self.overflow = true;
@@ -161,7 +393,8 @@ pub trait Backend: Send + Sync {
     fn cams(&self) -> String;
     fn mem(&self) -> String;
     fn events(&self, n: u32) -> String;
-    fn household(&self) -> String;
+    /// The household: with `names`, members' names and plates; without, counts only.
+    fn household(&self, names: bool) -> String;
     /// Run the self-test, calling `row` for each line of the table as it is produced.
     fn selftest(&self, row: &mut dyn FnMut(&str));
     fn set_log_filter(&self, filter: &str) -> Result<(), String>;
@@ -176,39 +409,36 @@ const HELP: &str = "commands:
   cams                 per-camera format, fps, frames, errors
   mem                  jemalloc memory per camera and in total
   events [n]           the newest n events (default 10)
-  household            enrolled members and vehicles
+  household            how many members and vehicles (names and plates when unlocked)
   selftest             run the self-test and stream its table
-  log <filter>         change the log filter (e.g. debug, nvr_edge::capture=trace)
+  log <filter>         change the log filter (e.g. debug, nvr_edge::capture=trace;
+                       quieter than warn only when unlocked)
   unlock <pin>         allow the commands below; lock to end
   remove-member <id>   (unlocked) remove a household member
   clear-ring <camera>  (unlocked) drop a camera's buffered frames
   lock";
 
-/// One console session's state: unlock status and the failed-attempt backoff.
+/// One console session: its unlock status. Wrong PINs are counted by the console's
+/// [`Lockout`], which outlives the session.
 pub struct Session<'a> {
     backend: &'a dyn Backend,
     cfg: &'a ConsoleConfig,
+    lockout: &'a mut Lockout,
     unlocked: bool,
-    failures: u32,
 }
 
 impl<'a> Session<'a> {
-    pub fn new(backend: &'a dyn Backend, cfg: &'a ConsoleConfig) -> Self {
+    pub fn new(backend: &'a dyn Backend, cfg: &'a ConsoleConfig, lockout: &'a mut Lockout) -> Self {
         Self {
             backend,
             cfg,
+            lockout,
             unlocked: false,
-            failures: 0,
         }
     }
 
-    /// Delay owed before answering after failed unlock attempts.
-    pub fn penalty(&self) -> Duration {
-        if self.failures == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(250u64 << self.failures.min(7))
-        }
+    pub fn unlocked(&self) -> bool {
+        self.unlocked
     }
 
     /// Answer one line. `out` receives the reply (streamed for `selftest`).
@@ -229,10 +459,13 @@ impl<'a> Session<'a> {
                 Some(Ok(n)) if (1..=1000).contains(&n) => self.backend.events(n),
                 _ => "error: events takes a count from 1 to 1000".into(),
             },
-            ("household", None, false) => self.backend.household(),
+            ("household", None, false) => self.backend.household(self.unlocked),
             ("selftest", None, false) => {
                 self.backend.selftest(&mut |row| out(row));
                 return;
+            }
+            ("log", Some(f), false) if !self.unlocked && silences_warnings(f) => {
+                "error: locked; a filter quieter than warn needs unlock <pin> first".into()
             }
             ("log", Some(f), false) => match self.backend.set_log_filter(f) {
                 Ok(()) => format!("log filter now {f}"),
@@ -272,38 +505,57 @@ impl<'a> Session<'a> {
     }
 
     fn unlock(&mut self, pin: &str) -> String {
-        if self.cfg.pin_sha256.is_empty() {
+        if self.cfg.pin_hash.is_empty() {
             return "error: no PIN is configured; mutating commands are disabled".into();
         }
-        if hash_pin(&self.cfg.pin_salt, pin).eq_ignore_ascii_case(&self.cfg.pin_sha256) {
+        let wait = self.lockout.remaining();
+        if !wait.is_zero() {
+            // Not even checked: a guesser learns nothing while locked out.
+            return format!(
+                "error: locked out for {} s after {} wrong PIN(s)",
+                wait.as_secs().max(1),
+                self.lockout.failures()
+            );
+        }
+        if verify_pin(&self.cfg.pin_hash, pin) {
             self.unlocked = true;
-            self.failures = 0;
+            self.lockout.succeeded();
+            tracing::info!("console unlocked");
             "unlocked".into()
         } else {
-            self.failures += 1;
+            self.lockout.failed();
+            tracing::warn!(failures = self.lockout.failures(), "console: wrong PIN");
             format!(
-                "error: wrong PIN (next answer delayed {} ms)",
-                self.penalty().as_millis()
+                "error: wrong PIN; unlock is locked out for {} s",
+                self.lockout.penalty().as_secs()
             )
         }
     }
 }
 
+/// A zero-byte read that took at least this long was the tty's read timeout (VTIME)
+/// running out on a quiet line; a quicker one is a hangup or the end of a stream.
+const QUIET_READ: Duration = Duration::from_millis(200);
+
 /// Serve a console on a byte stream until it closes or `stop()` is true. Never panics on
-/// input; returns on end of stream or a read error other than an interruption.
+/// input; returns on end of stream (a zero-byte read that comes back at once) or a read
+/// error other than an interruption or timeout. `lockout` outlives the session.
 pub fn serve(
     io: &mut (impl Read + Write),
     backend: &dyn Backend,
     cfg: &ConsoleConfig,
+    lockout: &mut Lockout,
     stop: &dyn Fn() -> bool,
 ) -> std::io::Result<()> {
     let mut reader = LineReader::new(cfg.max_line);
-    let mut session = Session::new(backend, cfg);
+    let mut session = Session::new(backend, cfg, lockout);
     let mut buf = [0u8; 512];
     io.write_all(b"nvr-edge console; type help\r\n> ")?;
     io.flush()?;
     while !stop() {
+        let asked = Instant::now();
         let n = match io.read(&mut buf) {
+            Ok(0) if asked.elapsed() >= QUIET_READ => continue,
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -326,12 +578,11 @@ pub fn serve(
                     .as_bytes(),
                 )?,
                 Input::Line(l) => {
-                    std::thread::sleep(session.penalty());
                     let mut err = Ok(());
                     session.handle(&l, &mut |text| {
                         if err.is_ok() {
                             err = io
-                                .write_all(text.replace('\n', "\r\n").as_bytes())
+                                .write_all(escape_controls(text).replace('\n', "\r\n").as_bytes())
                                 .and_then(|()| io.write_all(b"\r\n"));
                         }
                     });
@@ -356,32 +607,49 @@ pub fn open_serial(path: &Path, baud: u32) -> std::io::Result<std::fs::File> {
     let mut t = rustix::termios::tcgetattr(&f)?;
     t.make_raw();
     t.set_speed(baud)?;
-    // Return from read() at least every 0.5 s so a stop request is seen.
+    // Return from read() at least every 0.5 s so a stop request is seen; such a return
+    // with no bytes is silence (see QUIET_READ), and the session goes on.
     t.special_codes[rustix::termios::SpecialCodeIndex::VMIN] = 0;
     t.special_codes[rustix::termios::SpecialCodeIndex::VTIME] = 5;
     rustix::termios::tcsetattr(&f, rustix::termios::OptionalActions::Now, &t)?;
     Ok(f)
 }
 
-/// The console thread of `run`: reopen the device if it goes away.
+/// The console thread of `run`: reopen the device if it goes away. Wrong PINs are
+/// remembered across reopenings, and in `lockout_file` (when given) across restarts.
 pub fn spawn(
     cfg: ConsoleConfig,
     backend: Arc<dyn Backend>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    lockout_file: Option<PathBuf>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
             let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
+            let mut lockout = lockout_file.map_or_else(Lockout::new, Lockout::persistent);
+            let mut last_error = String::new();
             while !stopped() {
                 match open_serial(Path::new(&cfg.device), cfg.baud) {
                     Ok(mut f) => {
                         tracing::info!(device = %cfg.device, baud = cfg.baud, "console listening");
-                        if let Err(e) = serve(&mut f, &*backend, &cfg, &stopped) {
-                            tracing::warn!(device = %cfg.device, error = %e, "console stream ended");
+                        last_error.clear();
+                        match serve(&mut f, &*backend, &cfg, &mut lockout, &stopped) {
+                            Ok(()) if !stopped() => {
+                                tracing::info!(device = %cfg.device, "console hung up; reopening")
+                            }
+                            Ok(()) => {}
+                            Err(e) => {
+                                tracing::warn!(device = %cfg.device, error = %e, "console stream ended")
+                            }
                         }
                     }
-                    Err(e) => tracing::warn!(device = %cfg.device, error = %e, "console device unavailable"),
+                    // Said once per distinct error, not every 2 s into the journal.
+                    Err(e) if e.to_string() != last_error => {
+                        last_error = e.to_string();
+                        tracing::warn!(device = %cfg.device, error = %e, "console device unavailable; retrying every 2 s");
+                    }
+                    Err(_) => {}
                 }
                 for _ in 0..20 {
                     if stopped() {
@@ -416,8 +684,53 @@ mod tests {
     }
 
     #[test]
-    fn pin_hash_is_salted_sha256() {
-        assert_eq!(hash_pin("", "abc").len(), 64);
-        assert_ne!(hash_pin("s1", "1234"), hash_pin("s2", "1234"));
+    fn pin_hash_is_argon2id_with_a_random_salt() {
+        let a = hash_pin("1234");
+        let b = hash_pin("1234");
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "same salt twice");
+        assert!(verify_pin(&a, "1234") && verify_pin(&b, "1234"));
+        assert!(!verify_pin(&a, "1235") && !verify_pin("not a hash", "1234"));
+    }
+
+    /// The field probe's cases: a CSI cut short by CRLF ate the next line's first letter;
+    /// an OSC (window title) was typed as text.
+    #[test]
+    fn escape_sequences_end_where_ecma48_says() {
+        let lines = |bytes: &[u8]| -> Vec<String> {
+            LineReader::new(64)
+                .feed(bytes)
+                .into_iter()
+                .filter_map(|i| match i {
+                    Input::Line(l) => Some(l),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(lines(b"\x1b[\r\nstatus\n"), ["", "status"]);
+        assert_eq!(lines(b"\x1b]0;evil title\x07help\n"), ["help"]);
+        assert_eq!(lines(b"\x1b]2;t\x1b\\cams\n"), ["cams"]);
+        assert_eq!(lines(b"\x1bOPmem\n"), ["mem"]);
+        assert_eq!(lines(b"\x1b(Bversion\n"), ["version"]);
+        assert_eq!(lines(b"\x1b[1;31mlo\x1b[0mck\n"), ["lock"]);
+        // A string cut by a line end does not swallow the lines after it.
+        assert_eq!(lines(b"\x1b]no end\nhelp\n"), ["", "help"]);
+    }
+
+    #[test]
+    fn stored_text_cannot_drive_the_terminal() {
+        assert_eq!(
+            escape_controls("Eve\x1b]0;pwned\x07\r\nrow"),
+            "Eve\\x1b]0;pwned\\x07\\x0d\nrow"
+        );
+    }
+
+    #[test]
+    fn locked_consoles_cannot_silence_warnings() {
+        assert!(silences_warnings("off"));
+        assert!(silences_warnings("info,nvr_edge=error"));
+        assert!(silences_warnings("nvr_edge::capture=OFF"));
+        assert!(!silences_warnings("debug"));
+        assert!(!silences_warnings("nvr_edge::capture=trace,warn"));
     }
 }

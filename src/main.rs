@@ -1,6 +1,7 @@
 //! The `nvr-edge` binary: parse the command line, load the config, hand off to the library.
 //! Exit status: 0 success, 1 failure (a self-test FAIL included), 2 bad usage or config.
 
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,21 +60,25 @@ enum Cmd {
     /// Recorded events (database in storage.data_dir).
     #[command(subcommand)]
     Events(EventsCmd),
-    /// Print the console.pin_sha256 value for a PIN and salt.
-    HashPin {
-        pin: String,
-        #[arg(long, default_value = "")]
-        salt: String,
-    },
+    /// Read a console PIN from standard input (one line; never from the command line,
+    /// where other users see it) and print its `console.pin_hash` (argon2id).
+    HashPin,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Cmd::HashPin { pin, salt }) = &cli.cmd {
-        println!(
-            "pin_salt = {salt:?}\npin_sha256 = {:?}",
-            nvr_edge::console::hash_pin(salt, pin)
-        );
+    if let Some(Cmd::HashPin) = &cli.cmd {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().lock().take(1024).read_line(&mut line) {
+            eprintln!("error: reading the PIN from standard input: {e}");
+            return ExitCode::from(2);
+        }
+        let pin = line.trim_end_matches(['\r', '\n']);
+        if pin.is_empty() || pin.chars().any(char::is_whitespace) {
+            eprintln!("error: give the PIN on standard input, one line without spaces (e.g. `read -rs PIN; echo \"$PIN\" | nvr-edge hash-pin`)");
+            return ExitCode::from(2);
+        }
+        println!("pin_hash = {:?}", nvr_edge::console::hash_pin(pin));
         return ExitCode::SUCCESS;
     }
     if let Some(Cmd::CheckConfig { path }) = &cli.cmd {

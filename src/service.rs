@@ -182,7 +182,7 @@ impl console::Backend for Backend {
         }
     }
 
-    fn household(&self) -> String {
+    fn household(&self, names: bool) -> String {
         let hh = match self.household() {
             Ok(h) => h,
             Err(e) => return format!("error: {e}"),
@@ -194,6 +194,12 @@ impl console::Backend for Backend {
             members.len(),
             vehicles.len()
         )];
+        if !names {
+            // Names and trusted plates only after unlock: a plate read here could be
+            // shown to a camera to lower an event's risk.
+            out.push("(unlock <pin> to list names and plates)".into());
+            return out.join("\n");
+        }
         out.extend(members.iter().map(|m| {
             format!(
                 "member {} {} ({}), {} embeddings",
@@ -321,6 +327,15 @@ impl Appliance {
             &cfg.storage.data_dir,
             cfg.events.clone(),
         )?);
+        // A previous process that was killed left its open events without an end.
+        match events.close_interrupted() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                events = n,
+                "events left open by the last shutdown closed at their last known time, marked interrupted"
+            ),
+            Err(e) => tracing::error!(error = %e, "closing events left open by the last shutdown"),
+        }
         let (xclip, model) = match start_xclip(cfg, &*clock) {
             Some((s, m)) => (Some(s), Some(m)),
             None => (None, None),
@@ -348,7 +363,14 @@ impl Appliance {
             let stop = Arc::new(AtomicBool::new(false));
             Some((
                 stop.clone(),
-                console::spawn(cfg.console.clone(), backend, stop),
+                console::spawn(
+                    cfg.console.clone(),
+                    backend,
+                    stop,
+                    // Wrong PINs outlive a restart (the data directory is the unit's
+                    // StateDirectory, private to the service).
+                    Some(cfg.storage.data_dir.join("console-lockout")),
+                ),
             ))
         } else {
             None

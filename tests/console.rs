@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nvr_edge::console::{hash_pin, Backend, ConsoleConfig, Input, LineReader, Session};
+use nvr_edge::console::{
+    hash_pin, serve, Backend, ConsoleConfig, Input, LineReader, Lockout, Session,
+};
 use proptest::prelude::*;
 
 struct Pty {
@@ -73,8 +75,7 @@ data_dir = {data:?}
 [console]
 enabled = true
 device = {slave:?}
-pin_salt = "s"
-pin_sha256 = "{hash}"
+pin_hash = "{hash}"
 [[cameras]]
 id = "porch"
 source = "synthetic"
@@ -84,16 +85,32 @@ fps = 10
 ring = {{ frames = 100, max_bytes = 8000000 }}
 "#,
         data = dir.path().join("data"),
-        hash = hash_pin("s", "1234")
+        hash = hash_pin("1234")
     );
     let conf = dir.path().join("c.toml");
     std::fs::write(&conf, cfg).unwrap();
+    // A member whose name carries a terminal escape (OSC: set the window title).
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+        .arg("--config")
+        .arg(&conf)
+        .args([
+            "household",
+            "add-member",
+            "--name",
+            "Eve\x1b]0;pwned\x07",
+            "--role",
+            "resident",
+        ])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let log = dir.path().join("stderr.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
         .arg("--config")
         .arg(&conf)
         .arg("run")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -115,16 +132,29 @@ ring = {{ frames = 100, max_bytes = 8000000 }}
     pty.ask(b"cams", "walking figure", 10);
     pty.ask(b"mem", "jemalloc arena", 10);
     pty.ask(b"events 3", "", 10);
-    pty.ask(b"household", "0 members", 10);
+    // Locked: counts, no names or plates.
+    let hh = pty.ask(b"household", "1 members", 10);
+    assert!(!hh.contains("Eve"), "{hh:?}");
     // Garbage: NUL, invalid UTF-8, escape sequences, then an over-long line.
     pty.ask(b"\x00\xff\xfe\x1b[A\x1b[31mhelp", "commands:", 10);
     let long = vec![b'A'; 2000];
     pty.ask(&long, "line longer than 256 bytes", 10);
     pty.ask(b"bogus command", "unknown command", 10);
     pty.ask(b"clear-ring porch", "locked", 10);
+    // A locked console cannot turn logging quieter than warnings.
+    pty.ask(b"log off", "needs unlock", 10);
     pty.ask(b"unlock 0000", "wrong PIN", 10);
+    // Locked out for a second: even the right PIN is not tried.
+    pty.ask(b"unlock 1234", "locked out", 10);
+    std::thread::sleep(Duration::from_millis(1100));
     pty.ask(b"unlock 1234", "unlocked", 10);
+    // Silence longer than the tty's read timeout (0.5 s) is not the end of the session.
+    std::thread::sleep(Duration::from_millis(2500));
     pty.ask(b"clear-ring porch", "ring of porch cleared", 10);
+    // Unlocked: names, with the escape shown as text, never sent raw.
+    let hh = pty.ask(b"household", "Eve", 10);
+    assert!(hh.contains("Eve\\x1b]0;pwned\\x07"), "{hh:?}");
+    assert!(!hh.contains('\u{1b}'), "{hh:?}");
     pty.ask(b"remove-member 42", "no member with id 42", 10);
     pty.ask(b"lock", "locked", 10);
     pty.ask(b"log nvr_edge=debug", "log filter now nvr_edge=debug", 10);
@@ -139,6 +169,72 @@ ring = {{ frames = 100, max_bytes = 8000000 }}
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // One session from start to end: the device was opened once, not every 2.5 s.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches("console listening").count(), 1, "{log}");
+    assert!(log.contains("console: wrong PIN"), "{log}");
+}
+
+/// Wrong PINs are the console's memory, not a session's: a new session (a reopened
+/// device) and a new process (through the state file) find the lock-out still running.
+#[test]
+fn wrong_pins_lock_out_across_sessions_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("console-lockout");
+    let cfg = ConsoleConfig {
+        pin_hash: hash_pin("4321"),
+        ..ConsoleConfig::default()
+    };
+    let mut lockout = Lockout::persistent(file.clone());
+    let reply = |session: &mut Session<'_>, line: &str| {
+        let mut out = String::new();
+        session.handle(line, &mut |t| out.push_str(t));
+        out
+    };
+    {
+        let mut s = Session::new(&Quiet, &cfg, &mut lockout);
+        assert!(reply(&mut s, "unlock 1111").contains("wrong PIN"));
+    }
+    {
+        let mut s = Session::new(&Quiet, &cfg, &mut lockout);
+        assert!(reply(&mut s, "unlock 4321").contains("locked out"));
+        assert!(!s.unlocked());
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    {
+        let mut s = Session::new(&Quiet, &cfg, &mut lockout);
+        assert!(reply(&mut s, "unlock 2222").contains("wrong PIN"));
+    }
+    assert_eq!(lockout.failures(), 2);
+    // A restart reads the count back and the 2 s it earned start again.
+    let mut again = Lockout::persistent(file.clone());
+    assert_eq!(again.failures(), 2);
+    assert!(again.remaining() > Duration::from_millis(1500));
+    let mut s = Session::new(&Quiet, &cfg, &mut again);
+    assert!(reply(&mut s, "unlock 4321").contains("locked out"));
+    // The doubling is capped, and an hour of guessing gets a handful of tries (each try
+    // waits out the lock-out the ones before it earned).
+    let mut tried = 0u32;
+    let mut t = Duration::ZERO;
+    while t < Duration::from_secs(3600) {
+        tried += 1;
+        t += nvr_edge::console::lockout_for(tried);
+        assert!(nvr_edge::console::lockout_for(tried) <= nvr_edge::console::MAX_LOCKOUT);
+    }
+    assert!(tried <= 20, "{tried} tries in an hour");
+}
+
+/// A stream that ends (a hangup) ends the session; a quiet line does not (see the pty
+/// test). Here: a unix socket whose peer closed returns 0 at once.
+#[test]
+fn a_hangup_ends_the_session() {
+    let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(b);
+    let cfg = ConsoleConfig::default();
+    let mut lockout = Lockout::new();
+    let t0 = Instant::now();
+    serve(&mut a, &Quiet, &cfg, &mut lockout, &|| false).ok();
+    assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
 /// A backend that answers without a recorder: the session logic alone (the real backend
@@ -158,7 +254,7 @@ impl Backend for Quiet {
     fn events(&self, _: u32) -> String {
         "ok".into()
     }
-    fn household(&self) -> String {
+    fn household(&self, _names: bool) -> String {
         "ok".into()
     }
     fn selftest(&self, row: &mut dyn FnMut(&str)) {
@@ -175,6 +271,9 @@ impl Backend for Quiet {
     }
 }
 
+/// One argon2 hash for every proptest case (each costs tens of ms).
+static PIN_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_pin("1"));
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
@@ -182,9 +281,10 @@ proptest! {
     fn any_bytes_give_bounded_lines_and_an_answer_for_each(
         chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
     ) {
-        let cfg = ConsoleConfig { pin_sha256: hash_pin("", "1"), ..ConsoleConfig::default() };
+        let cfg = ConsoleConfig { pin_hash: PIN_HASH.clone(), ..ConsoleConfig::default() };
         let mut reader = LineReader::new(64);
-        let mut session = Session::new(&Quiet, &cfg);
+        let mut lockout = Lockout::new();
+        let mut session = Session::new(&Quiet, &cfg, &mut lockout);
         for c in &chunks {
             for input in reader.feed(c) {
                 if let Input::Line(l) = input {
@@ -196,6 +296,6 @@ proptest! {
                 }
             }
         }
-        prop_assert!(session.penalty() <= Duration::from_secs(32));
+        prop_assert!(lockout.penalty() <= nvr_edge::console::MAX_LOCKOUT);
     }
 }
