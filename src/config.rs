@@ -36,7 +36,7 @@ pub enum ConfigError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::fsio::ReadError,
     },
     #[error("{origin}: {key}: {message}")]
     Parse {
@@ -51,16 +51,23 @@ pub enum ConfigError {
     },
 }
 
-/// One validation problem, anchored at a key path.
+/// One validation problem, anchored at a key path and, where the key is written in the
+/// file, its line (a key left to its default has none; its nearest written parent's is
+/// given instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub key: String,
     pub message: String,
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
+        write!(f, "{}: {}", self.key, self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
     }
 }
 
@@ -398,10 +405,11 @@ impl Config {
         match path {
             None => Self::embedded(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.to_path_buf(),
-                    source,
-                })?;
+                let text = crate::fsio::read_regular_string(p, crate::fsio::MAX_CONFIG_BYTES)
+                    .map_err(|source| ConfigError::Read {
+                        path: p.to_path_buf(),
+                        source,
+                    })?;
                 Self::from_toml_str(&text, &p.display().to_string())
             }
         }
@@ -421,7 +429,10 @@ impl Config {
             let key = if key == "." { "(document)".into() } else { key };
             parse_err(key, describe(text, e.inner()))
         })?;
-        let problems = cfg.problems();
+        let mut problems = cfg.problems();
+        for p in &mut problems {
+            p.line = line_of(text, &p.key);
+        }
         if problems.is_empty() {
             Ok(cfg)
         } else {
@@ -482,7 +493,9 @@ impl Config {
             "must be 1-16",
         );
         p.check("xclip.queue", (1..=256).contains(&x.queue), "must be 1-256");
-        p.check("xclip.top_k", x.top_k >= 1, "must be >= 1");
+        p.int("xclip.top_k", x.top_k.into(), 1, 100);
+        p.above("xclip.window_secs", x.window_secs, 0.0, 600.0);
+        p.above("xclip.rerun_secs", x.rerun_secs, 0.0, 3600.0);
         p.check(
             "xclip.threads",
             (1..=64).contains(&x.threads),
@@ -555,15 +568,25 @@ impl Config {
             (-14 * 60..=14 * 60).contains(&h.utc_offset_minutes),
             "must be within +-840 minutes",
         );
+        p.int(
+            "household.plate_fuzzy_min_len",
+            h.plate_fuzzy_min_len.into(),
+            0,
+            20,
+        );
+        p.int(
+            "household.selftest_members",
+            h.selftest_members.into(),
+            1,
+            1_000_000,
+        );
+        p.int("household.selftest_dim", h.selftest_dim.into(), 1, 8192);
+        // The generated gallery is members x dim floats: 64 Mi of them (256 MiB) at most,
+        // so the self-test cannot ask for more memory than a board has.
         p.check(
             "household.selftest_members",
-            (1..=1_000_000).contains(&h.selftest_members),
-            "must be 1-1000000",
-        );
-        p.check(
-            "household.selftest_dim",
-            (1..=8192).contains(&h.selftest_dim),
-            "must be 1-8192",
+            u64::from(h.selftest_members) * u64::from(h.selftest_dim) <= 64 << 20,
+            "times household.selftest_dim must be at most 67108864 (a 256 MiB gallery)",
         );
 
         let s = &self.selftest;
@@ -572,16 +595,23 @@ impl Config {
             s.seconds.is_finite() && (0.5..=3600.0).contains(&s.seconds),
             "must be between 0.5 and 3600",
         );
-        p.check(
+        p.int(
             "selftest.ring_stress_frames",
-            s.ring_stress_frames > 0,
-            "must be > 0",
+            s.ring_stress_frames.into(),
+            1,
+            MAX_RING_FRAMES.into(),
         );
         p.check(
             "selftest.ring_stress_frame_bytes",
-            s.ring_stress_frame_bytes > 0
+            (1..=16 << 20).contains(&s.ring_stress_frame_bytes)
                 && u64::from(s.ring_stress_frame_bytes) <= self.ring.max_bytes,
-            "must be > 0 and fit in ring.max_bytes",
+            "must be 1-16777216 and fit in ring.max_bytes",
+        );
+        // The stress fill copies frames x bytes; past 4 GiB the boot check takes minutes.
+        p.check(
+            "selftest.ring_stress_frames",
+            u64::from(s.ring_stress_frames) * u64::from(s.ring_stress_frame_bytes) <= 4 << 30,
+            "times selftest.ring_stress_frame_bytes must be at most 4 GiB",
         );
 
         let i = &self.identity;
@@ -595,10 +625,11 @@ impl Config {
             i.min_eye_distance_px.is_finite() && (4.0..=1000.0).contains(&i.min_eye_distance_px),
             "must be 4-1000 pixels",
         );
-        p.check(
+        p.range(
             "identity.min_sharpness",
-            i.min_sharpness.is_finite() && i.min_sharpness >= 0.0,
-            "must be >= 0",
+            f64::from(i.min_sharpness),
+            0.0,
+            1e6,
         );
         p.check(
             "identity.min_object_score",
@@ -664,11 +695,52 @@ impl Config {
             tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_ok(),
             "is not a valid tracing filter",
         );
-        p.check(
+        p.int(
             "log.summary_interval_secs",
-            self.log.summary_interval_secs > 0,
-            "must be > 0",
+            self.log.summary_interval_secs,
+            1,
+            86_400,
         );
+
+        let m = &self.motion;
+        // inf once kept a core at 100 %; above the cameras' rate it only costs CPU.
+        p.above("motion.analysis_fps", m.analysis_fps, 0.0, 60.0);
+        p.int("motion.pixel_threshold", m.pixel_threshold.into(), 1, 255);
+        p.range(
+            "motion.min_changed_fraction",
+            m.min_changed_fraction,
+            0.0,
+            1.0,
+        );
+        p.range("motion.min_area_fraction", m.min_area_fraction, 0.0, 1.0);
+        // 0 with a NaN background rate once gave dozens of events a second.
+        p.int("motion.start_frames", m.start_frames.into(), 1, 1000);
+        p.int("motion.stop_frames", m.stop_frames.into(), 1, 10_000);
+        p.above("motion.background_rate", m.background_rate, 0.0, 1.0);
+        p.int("motion.masks", m.masks.len() as u64, 0, 64);
+        for (i, poly) in m.masks.iter().enumerate() {
+            let key = format!("motion.masks[{i}]");
+            if !(3..=256).contains(&poly.len()) {
+                p.push(key.clone(), "must have 3-256 points");
+            }
+            if !poly
+                .iter()
+                .flatten()
+                .all(|c| c.is_finite() && (0.0..=1.0).contains(c))
+            {
+                p.push(key, "points must be [x, y] with x and y from 0 to 1");
+            }
+        }
+
+        let e = &self.events;
+        // 0 rows once deleted every event as it was created, its video orphaned.
+        p.int("events.max_rows", e.max_rows.into(), 1, 10_000_000);
+        p.int("events.max_age_days", e.max_age_days.into(), 1, 36_500);
+
+        for (key, message) in self.console.problems() {
+            p.push(format!("console.{key}"), message);
+        }
+        p.int("cameras", self.cameras.len() as u64, 0, 16);
 
         let mut seen = HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
@@ -763,7 +835,9 @@ fn check_ring(
         );
     }
     if let Some(a) = max_age_secs {
-        p.positive(&format!("{at}.max_age_secs"), a);
+        // A day of frames is far past any ring's byte budget; beyond it the figure is a
+        // typo (1e20 once overflowed the Duration it becomes).
+        p.above(&format!("{at}.max_age_secs"), a, 0.0, 86_400.0);
     }
 }
 
@@ -775,16 +849,80 @@ impl Problems {
         self.0.push(Problem {
             key,
             message: message.into(),
+            line: None,
         });
+    }
+    /// A finite number in `lo..=hi`.
+    fn range(&mut self, key: &str, v: f64, lo: f64, hi: f64) {
+        if !(v.is_finite() && (lo..=hi).contains(&v)) {
+            self.push(
+                key.to_string(),
+                format!("must be a number from {lo} to {hi}"),
+            );
+        }
+    }
+    /// A finite number above `lo` and at most `hi`.
+    fn above(&mut self, key: &str, v: f64, lo: f64, hi: f64) {
+        if !(v.is_finite() && v > lo && v <= hi) {
+            self.push(
+                key.to_string(),
+                format!("must be a number > {lo} and <= {hi}"),
+            );
+        }
+    }
+    /// A whole number in `lo..=hi`.
+    fn int(&mut self, key: &str, v: u64, lo: u64, hi: u64) {
+        if !(lo..=hi).contains(&v) {
+            self.push(key.to_string(), format!("must be {lo}-{hi}"));
+        }
     }
     fn check(&mut self, key: &str, ok: bool, message: &str) {
         if !ok {
             self.push(key.to_string(), message);
         }
     }
+    /// A target or figure: finite, above 0, and short of absurd (a typo of a few zeros).
     fn positive(&mut self, key: &str, v: f64) {
-        self.check(key, v.is_finite() && v > 0.0, "must be a number > 0");
+        self.above(key, v, 0.0, 1e6);
     }
+}
+
+/// The 1-based line where `key` (`cameras[1].ring.max_bytes`) is written in `text`, or
+/// where its nearest written parent is; `None` when nothing of it is written.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
+    let mut value: Option<&DeValue<'_>> = None;
+    let mut at: Option<usize> = None;
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let t = match (table, value) {
+            (Some(t), _) => t,
+            (None, Some(DeValue::Table(t))) => t,
+            _ => break,
+        };
+        let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name) else {
+            break;
+        };
+        at = Some(k.span().start);
+        table = None;
+        value = Some(v.get_ref());
+        if let Some(i) = index {
+            let Some(DeValue::Array(items)) = value else {
+                break;
+            };
+            let Some(item) = items.get(i) else { break };
+            if item.span().end > item.span().start {
+                at = Some(item.span().start);
+            }
+            value = Some(item.get_ref());
+        }
+    }
+    at.map(|pos| text[..pos.min(text.len())].matches('\n').count() + 1)
 }
 
 /// toml's own rendering is a multi-line excerpt; a serial console wants one line with

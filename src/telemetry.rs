@@ -2,6 +2,7 @@
 //! text for people or JSON for log collectors. The filter can be changed at run time (the
 //! console's `log <filter>`), so debug output can be turned on in place on a device.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -37,7 +38,11 @@ pub fn init(filter: &str, format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: journald and log files would store the
+    // escape codes as text.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_for(std::io::stderr().is_terminal()));
     // A second init (tests) is harmless: the first subscriber stays.
     let ok = match format {
         LogFormat::Text => registry.with(fmt).try_init().is_ok(),
@@ -46,6 +51,12 @@ pub fn init(filter: &str, format: LogFormat) {
     if ok {
         let _ = FILTER.set(handle);
     }
+}
+
+/// Whether text logs get ANSI colour: on a terminal, unless `NO_COLOR` is set
+/// (<https://no-color.org>).
+pub fn colour_for(stderr_is_terminal: bool) -> bool {
+    stderr_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Replace the log filter of the running process.
