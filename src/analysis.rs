@@ -34,6 +34,8 @@ use crate::recording::{ClipDir, Recorder, RecorderStats, RecordingConfig};
 use crate::ring::FrameBatch;
 
 const MAX_IN_FLIGHT: usize = 2;
+/// How often an open event's "still going on" time is written (one small UPDATE).
+const TOUCH_EVERY_US: i64 = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub struct AnalysisConfig {
@@ -42,6 +44,9 @@ pub struct AnalysisConfig {
     pub window_secs: f64,
     /// Seconds between clips while motion lasts.
     pub rerun_secs: f64,
+    /// With recording on, `recording.max_secs`: motion that lasts longer becomes
+    /// consecutive events, each with its own video, so no stretch of it lacks footage.
+    pub max_event_secs: Option<f64>,
 }
 
 impl AnalysisConfig {
@@ -50,6 +55,7 @@ impl AnalysisConfig {
             motion: cfg.motion.clone(),
             window_secs: cfg.xclip.window_secs,
             rerun_secs: cfg.xclip.rerun_secs,
+            max_event_secs: cfg.recording.enabled.then_some(cfg.recording.max_secs),
         }
     }
 }
@@ -57,6 +63,9 @@ impl AnalysisConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AnalysisStats {
     pub analysed: u64,
+    /// Events closed because motion outlasted `recording.max_secs` (each continued by
+    /// the next event).
+    pub events_split: u64,
     pub undecodable: u64,
     pub moving_frames: u64,
     pub in_motion: bool,
@@ -426,6 +435,9 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
     let mut batch = FrameBatch::default();
     let mut last_seq = None;
     let mut event: Option<i64> = None;
+    let mut event_started_mono = 0i64;
+    let mut last_touch_mono = 0i64;
+    let max_event_us = ctx.cfg.max_event_secs.map(|s| (s * 1e6) as i64);
     let mut next_clip_us = 0i64;
     let mut pending: Vec<(i64, Ticket)> = Vec::with_capacity(MAX_IN_FLIGHT);
     let mut gate_ns = 0u128;
@@ -460,12 +472,33 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             st.gate_ms_avg = gate_ns as f64 / st.analysed as f64 / 1e6;
         }
         let (now_wall, now_mono) = (ctx.clock.wall_us(), ctx.clock.mono_us());
-        if step.started {
+        // Motion longer than a video may be: close this event and open the next one at
+        // the same frame (the recorder starts the new file where the old one stopped).
+        let split = event.is_some()
+            && step.in_motion
+            && max_event_us.is_some_and(|m| now_mono - event_started_mono >= m);
+        if split {
+            if let Some(id) = event.take() {
+                if let Err(e) = ctx.events.end(id, now_wall) {
+                    ctx.note_err(e);
+                }
+                if let Some(r) = recorder.as_mut() {
+                    r.end(id, meta.ts_us);
+                }
+                ctx.stats().events_split += 1;
+                tracing::info!(camera = %ctx.camera.id, event = id,
+                    "motion goes on past recording.max_secs: event closed, the next one continues it");
+            }
+        }
+        if step.started || split {
             match ctx.events.start(&ctx.camera.id, now_wall) {
                 Ok(id) => {
                     let latency_ms = (ctx.clock.mono_us() - meta.ts_us) as f64 / 1e3;
                     tracing::info!(camera = %ctx.camera.id, event = id, latency_ms, "motion: event opened");
                     event = Some(id);
+                    event_started_mono = now_mono;
+                    // Opening the event wrote its start as its last known time.
+                    last_touch_mono = now_mono;
                     if let Some(r) = recorder.as_mut() {
                         if let Err(e) = r.begin(&ctx.camera.ring, id, meta.ts_us, now_wall) {
                             ctx.note_err(e);
@@ -484,6 +517,13 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             }
         }
         if let (Some(id), true) = (event, step.in_motion) {
+            // What the event's end becomes if the process is killed before it closes.
+            if now_mono - last_touch_mono >= TOUCH_EVERY_US {
+                last_touch_mono = now_mono;
+                if let Err(e) = ctx.events.touch(id, now_wall) {
+                    ctx.note_err(e);
+                }
+            }
             if now_mono >= next_clip_us && (ctx.xclip.is_some() || ctx.identity.is_some()) {
                 next_clip_us = now_mono + rerun_us;
                 let n = ctx.camera.ring.sample_since_into(

@@ -49,6 +49,9 @@ pub struct Event {
     pub model_placeholder: bool,
     /// The event's video file under `<data_dir>/clips/`, when one was started.
     pub video: Option<Video>,
+    /// Closed at a start after the process died with the event open: `end_us` is the
+    /// last time it was known to be going on.
+    pub interrupted: bool,
 }
 
 /// Where an event's recording stands (see `recording`).
@@ -117,10 +120,11 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
             .as_deref()
             .and_then(parse_risk),
         risk_note: r.get(18)?,
+        interrupted: r.get(19)?,
     })
 }
 
-const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error, model_risk, risk_note";
+const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error, model_risk, risk_note, interrupted";
 
 /// Turns X-CLIP's risk into the event's, with the reason when it changes it.
 pub type Lowering<'a> = dyn Fn(Risk) -> (Risk, Option<String>) + 'a;
@@ -154,7 +158,7 @@ impl EventStore {
     pub fn start(&self, camera: &str, start_us: i64) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO events (camera, start_us, created_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO events (camera, start_us, created_at, updated_us) VALUES (?1, ?2, ?3, ?2)",
             params![camera, start_us, start_us / 1_000_000],
         )?;
         let id = conn.last_insert_rowid();
@@ -247,6 +251,28 @@ impl EventStore {
             params![id, household.to_string(), risk.map(risk_str), note],
         )?;
         Ok(())
+    }
+
+    /// Event `id` is still going on at `now_us`: what its end becomes if the process dies
+    /// before it closes the event.
+    pub fn touch(&self, id: i64, now_us: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE events SET updated_us = MAX(COALESCE(updated_us, start_us), ?2) \
+             WHERE id = ?1 AND end_us IS NULL",
+            params![id, now_us],
+        )?;
+        Ok(())
+    }
+
+    /// At start: events a previous process left open (killed, power cut) are closed at
+    /// the last time they were known to be going on, and marked interrupted. Returns how
+    /// many.
+    pub fn close_interrupted(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE events SET end_us = MAX(start_us, COALESCE(updated_us, start_us)), \
+             interrupted = 1 WHERE end_us IS NULL",
+            [],
+        )?)
     }
 
     pub fn end(&self, id: i64, end_us: i64) -> Result<(), StoreError> {

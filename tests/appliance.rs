@@ -216,7 +216,8 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
         assert!(Instant::now() < deadline, "no events before the kill");
         std::thread::sleep(Duration::from_millis(100));
     };
-    std::thread::sleep(Duration::from_millis(700));
+    // Long enough for an open event to have been seen going on (written every second).
+    std::thread::sleep(Duration::from_millis(2500));
     let recording_before: Vec<i64> = store
         .list(1000, None)
         .unwrap()
@@ -224,6 +225,10 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
         .filter(|e| e.video.as_ref().is_some_and(|v| v.state == "recording"))
         .map(|e| e.id)
         .collect();
+    let kill_wall_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
     child.kill().unwrap();
     child.wait().unwrap();
     drop(store);
@@ -275,6 +280,82 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
     assert!(after
         .iter()
         .all(|e| e.video.as_ref().is_none_or(|v| v.state != "recording")));
+    // Events the kill left open are closed at the next start, at the last time they were
+    // known to be going on, and marked interrupted (they stayed open forever before).
+    let open_at_kill: Vec<_> = after
+        .iter()
+        .filter(|e| e.end_us.is_none())
+        .cloned()
+        .collect();
+    assert!(
+        !open_at_kill.is_empty(),
+        "no event was open at the kill: {after:?}"
+    );
+    drop(store);
+    let no_cameras = config(dir.path(), "");
+    let mut app = Appliance::start(&no_cameras, Arc::new(SystemClock)).unwrap();
+    for e in &open_at_kill {
+        let closed = app.events.get(e.id).unwrap().unwrap();
+        assert!(closed.interrupted, "{closed:?}");
+        let end = closed.end_us.expect("closed at start");
+        assert!(end >= closed.start_us, "{closed:?}");
+    }
+    // One open for over 1.5 s was seen going on: its end is past its start, not past the
+    // kill.
+    let long: Vec<_> = open_at_kill
+        .iter()
+        .filter(|e| kill_wall_us - e.start_us > 1_500_000)
+        .collect();
+    assert!(!long.is_empty(), "{open_at_kill:?}");
+    for e in long {
+        let end = app.events.get(e.id).unwrap().unwrap().end_us.unwrap();
+        assert!(end > e.start_us && end <= kill_wall_us, "{e:?} ended {end}");
+    }
+    app.stop();
+}
+
+/// Motion that goes on past `recording.max_secs` (the walking figure never stops) becomes
+/// consecutive events, each with a complete video: no stretch of it goes unrecorded.
+#[test]
+fn long_motion_becomes_consecutive_events_each_with_its_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::from_toml_str(
+        &format!(
+            "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 1.0\n[motion]\nanalysis_fps = 10.0\n[recording]\nmax_secs = 2.0\npre_secs = 0.5\npost_secs = 0.5\n{WALKER}",
+            dir.path()
+        ),
+        "test",
+    )
+    .unwrap();
+    let mut app = Appliance::start(&cfg, Arc::new(SystemClock)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.analysis()[0].events_split < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "motion was not split: {:?}",
+            app.analysis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    app.stop();
+    let mut events = app.events.list(100, None).unwrap();
+    events.reverse();
+    assert!(events.len() >= 4, "{events:?}");
+    for w in events.windows(2) {
+        let end = w[0].end_us.expect("closed");
+        // The next event opens at the frame that closed this one.
+        assert!(w[1].start_us - end < 500_000, "gap between {w:?}");
+        assert!(
+            end - w[0].start_us < 3_000_000,
+            "event longer than max_secs: {w:?}"
+        );
+    }
+    // The last one was closed by the stop, whenever that came.
+    for e in &events[..events.len() - 1] {
+        let v = e.video.as_ref().expect("each event has a video");
+        assert_eq!(v.state, "complete", "{e:?}");
+        assert!(v.frames.unwrap_or(0) > 10, "{e:?}");
+    }
 }
 
 #[test]
