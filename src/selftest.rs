@@ -145,6 +145,9 @@ pub struct SystemInfo {
     /// Whose kernels run the dense layers (X-CLIP) and 1x1 convolutions (identity models):
     /// nvr-edge's AVX-512 ones or tract's.
     pub dense_kernel: &'static str,
+    /// The instruction-set rung tract's own kernels run at (`fma` for AVX2+FMA, `avx512`,
+    /// `neon`, `sve2`): emulated checks assert the tier of the boards they stand for.
+    pub tract_isa: &'static str,
 }
 
 impl SystemInfo {
@@ -161,6 +164,7 @@ impl SystemInfo {
             } else {
                 "tract"
             },
+            tract_isa: tract_linalg::isa::native().nickname(),
         }
     }
 }
@@ -202,13 +206,14 @@ impl Report {
         let sys = &self.system;
         let _ = writeln!(
             s,
-            "system: {} {}, {} CPUs, {} KiB pages, SIMD {} (matching), dense and 1x1 kernels {}",
+            "system: {} {}, {} CPUs, {} KiB pages, SIMD {} (matching), dense and 1x1 kernels {}, tract kernels {}",
             sys.arch,
             sys.kernel,
             sys.cpus,
             sys.page_size / 1024,
             sys.simd_kernel,
-            sys.dense_kernel
+            sys.dense_kernel,
+            sys.tract_isa
         );
         for m in &self.models {
             let _ = writeln!(s, "model: {}", m.describe());

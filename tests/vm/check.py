@@ -27,6 +27,13 @@ print(f"     {sysinfo.get('arch')} kernel {sysinfo.get('kernel')}, {sysinfo.get(
 want_page = int(sys.argv[sys.argv.index("--page-size") + 1]) if "--page-size" in sys.argv else None
 if want_page:
     check(sysinfo.get("page_size") == want_page, f"running on {want_page}-byte pages")
+if "--tier" in sys.argv:
+    # The emulated CPU stands for a board class: its kernels must be that class's.
+    tier = sys.argv[sys.argv.index("--tier") + 1]
+    check(sysinfo.get("tract_isa") == tier, f"tract's kernels at the {tier} tier ({sysinfo.get('tract_isa')})")
+    want_simd = {"fma": "avx2+fma", "neon": "neon"}.get(tier)
+    check(sysinfo.get("simd_kernel") == want_simd, f"nvr-edge's matching kernel {want_simd} ({sysinfo.get('simd_kernel')})")
+    check(sysinfo.get("dense_kernel") == "tract", f"dense and 1x1 layers on tract's kernels without AVX-512 ({sysinfo.get('dense_kernel')})")
 rows = {(c["name"], c["camera"]): c for c in r["checks"]}
 for cam in ("vivid0", "vivid1"):
     rep = next((c for c in r["cameras"] if c["id"] == cam), None)

@@ -1,14 +1,21 @@
 # Runs inside the VM (sourced by /init after NVR_STEPS is set). Prints each JSON report
 # between markers; the host asserts on them (check.py, console_driver.py).
 
+# Each step says when it starts and ends (seconds since boot), so a slow host shows
+# where the time went.
+at() { cut -d' ' -f1 /proc/uptime; }
+
 if [ "${NVR_STEPS#*selftest}" != "$NVR_STEPS" ]; then
+  echo "NVR-VM step selftest start $(at)"
   echo "NVR-JSON-BEGIN selftest"
   /nvr-edge --config /config.toml --self-test --json --seconds 4 2>/tmp/selftest.log
   echo "NVR-JSON-END selftest rc=$?"
+  echo "NVR-VM step selftest end $(at)"
 fi
 
 if [ "${NVR_STEPS#*vanish}" != "$NVR_STEPS" ]; then
   # A camera that vanishes mid-run and comes back: unbind vivid.0 once both cameras stream.
+  echo "NVR-VM step vanish start $(at)"
   /nvr-edge --config /config.toml --self-test --json --seconds 14 > /tmp/vanish.json 2>/tmp/vanish.log &
   pid=$!
   n=0
@@ -25,11 +32,13 @@ if [ "${NVR_STEPS#*vanish}" != "$NVR_STEPS" ]; then
   cat /tmp/vanish.json
   echo "NVR-JSON-END vanish rc=$rc"
   grep -E "WARN|ERROR" /tmp/vanish.log | head -n 5
+  echo "NVR-VM step vanish end $(at)"
 fi
 
 if [ "${NVR_STEPS#*console}" != "$NVR_STEPS" ]; then
   # The recorder with its console on the second serial port, which the host drives. The
   # host ends its session with `log info`; the recorder logs that, and we stop it.
+  echo "NVR-VM step console start $(at)"
   dev=/dev/ttyS1
   [ -e /dev/hvc0 ] && dev=/dev/hvc0
   cp /config.toml /tmp/run.toml
@@ -45,4 +54,5 @@ if [ "${NVR_STEPS#*console}" != "$NVR_STEPS" ]; then
   wait $pid
   echo "NVR-VM run stopped rc=$?"
   grep -E "console|ERROR" /tmp/run.log | head -n 5
+  echo "NVR-VM step console end $(at)"
 fi
