@@ -185,8 +185,14 @@ fn a_problem_in_a_defaulted_key_names_its_section() {
             .to_string()
     };
     // Written: its own line. Left to its default: the line of its section.
-    assert!(row("selftest.ring_stress_frame_bytes").ends_with("(line 10)"), "{text}");
-    assert!(row("selftest.ring_stress_frames").ends_with("(line 9)"), "{text}");
+    assert!(
+        row("selftest.ring_stress_frame_bytes").ends_with("(line 10)"),
+        "{text}"
+    );
+    assert!(
+        row("selftest.ring_stress_frames").ends_with("(line 9)"),
+        "{text}"
+    );
 }
 
 /// A config path that is a device or a FIFO is refused at once, named, without reading

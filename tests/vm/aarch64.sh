@@ -12,8 +12,9 @@ cache=${NVR_VM_CACHE:-/var/cache/nvr-edge/vm}
 # Pi 4) on 4 KiB pages; a Cortex-A76 (Raspberry Pi 5, RK3588) on the 16 KiB-page kernel,
 # which needs the 16K granule the A76 has and the A72 lacks.
 case "$pages" in
-  4k) flavour=arm64; cpu=cortex-a72; page_bytes=4096 ;;
-  16k) flavour=6.12-arm64-16k; cpu=cortex-a76; page_bytes=16384 ;;
+  4k) flavour=arm64; cpu=cortex-a72; page_bytes=4096; tier=neon ;;
+  # The A76 has ARMv8.2 half-precision arithmetic: tract's fp16 rung (the Pi 5's tier).
+  16k) flavour=6.12-arm64-16k; cpu=cortex-a76; page_bytes=16384; tier=fp16 ;;
   *) echo "pages: 4k or 16k" >&2; exit 2 ;;
 esac
 read -r image mods kver < <("$here/kernel.sh" arm64 "$flavour")
@@ -52,5 +53,5 @@ wait "$driver" && drc=0 || drc=$?
 grep -E "NVR-VM|NVR-JSON-END" "$log" || true
 cat "$work/driver.log"
 crc=0
-python3 "$here/check.py" "$log" --console --page-size "$page_bytes" --tier neon || crc=$?
+python3 "$here/check.py" "$log" --console --page-size "$page_bytes" --tier "$tier" || crc=$?
 [ "$drc" -eq 0 ] && [ "$crc" -eq 0 ]

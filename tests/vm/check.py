@@ -31,7 +31,7 @@ if "--tier" in sys.argv:
     # The emulated CPU stands for a board class: its kernels must be that class's.
     tier = sys.argv[sys.argv.index("--tier") + 1]
     check(sysinfo.get("tract_isa") == tier, f"tract's kernels at the {tier} tier ({sysinfo.get('tract_isa')})")
-    want_simd = {"fma": "avx2+fma", "neon": "neon"}.get(tier)
+    want_simd = {"fma": "avx2+fma", "neon": "neon", "fp16": "neon"}.get(tier)
     check(sysinfo.get("simd_kernel") == want_simd, f"nvr-edge's matching kernel {want_simd} ({sysinfo.get('simd_kernel')})")
     check(sysinfo.get("dense_kernel") == "tract", f"dense and 1x1 layers on tract's kernels without AVX-512 ({sysinfo.get('dense_kernel')})")
 rows = {(c["name"], c["camera"]): c for c in r["checks"]}
