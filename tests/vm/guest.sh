@@ -18,10 +18,14 @@ if [ "${NVR_STEPS#*vanish}" != "$NVR_STEPS" ]; then
   echo "NVR-VM step vanish start $(at)"
   /nvr-edge --config /config.toml --self-test --json --seconds 14 > /tmp/vanish.json 2>/tmp/vanish.log &
   pid=$!
+  # The self-test opens the cameras only after its ring, matching and model checks, which
+  # take a minute or more on a slow emulating host: wait for both cameras (bounded: 300 s),
+  # or the outage would fall before they opened and test nothing (as it once did).
   n=0
-  while [ "$(grep -c 'camera streaming' /tmp/vanish.log 2>/dev/null)" -lt 2 ] && [ $n -lt 600 ]; do
+  while [ "$(grep -c 'camera streaming' /tmp/vanish.log 2>/dev/null)" -lt 2 ] && [ $n -lt 3000 ]; do
     sleep 0.1; n=$((n + 1))
   done
+  echo "NVR-VM both cameras streaming after $((n / 10)) s (at $(at))"
   sleep 2
   echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind && echo "NVR-VM unbound vivid.0"
   sleep 3
