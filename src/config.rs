@@ -684,6 +684,7 @@ impl Config {
             (1..=16 << 20).contains(&r.disk_budget_mb),
             "must be 1-16777216 MiB",
         );
+        p.int("recording.min_free_mb", r.min_free_mb, 0, 1 << 20);
 
         p.check(
             "storage.data_dir",

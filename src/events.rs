@@ -134,6 +134,9 @@ pub fn unchanged(r: Risk) -> (Risk, Option<String>) {
     (r, None)
 }
 
+/// Events dropped, oldest first, when the database cannot grow to store a new one.
+const ROWS_FREED_WHEN_FULL: u32 = 32;
+
 pub struct EventStore {
     conn: Mutex<Connection>,
     retention: Retention,
@@ -157,10 +160,30 @@ impl EventStore {
     /// Open an event; returns its id.
     pub fn start(&self, camera: &str, start_us: i64) -> Result<i64, StoreError> {
         let conn = self.conn();
-        conn.execute(
-            "INSERT INTO events (camera, start_us, created_at, updated_us) VALUES (?1, ?2, ?3, ?2)",
-            params![camera, start_us, start_us / 1_000_000],
-        )?;
+        let insert = || {
+            conn.execute(
+                "INSERT INTO events (camera, start_us, created_at, updated_us) VALUES (?1, ?2, ?3, ?2)",
+                params![camera, start_us, start_us / 1_000_000],
+            )
+        };
+        match insert() {
+            // The disk filled (recording.min_free_mb keeps room for the database, but
+            // something else may take it): the oldest events make room for the new one,
+            // as retention would, rather than the new one being lost.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                let dropped = self.drop_oldest(&conn, ROWS_FREED_WHEN_FULL)?;
+                tracing::warn!(
+                    dropped,
+                    "database full: the oldest events were dropped to store a new one"
+                );
+                insert()?;
+            }
+            r => {
+                r?;
+            }
+        }
         let id = conn.last_insert_rowid();
         self.prune(&conn, start_us)?;
         Ok(id)
@@ -349,6 +372,37 @@ impl EventStore {
             .optional()?)
     }
 
+    /// Delete the `n` oldest events and their recordings; returns how many went.
+    fn drop_oldest(&self, conn: &Connection, n: u32) -> Result<usize, StoreError> {
+        let mut stmt = conn.prepare(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) \
+             RETURNING video, video_state",
+        )?;
+        let dropped = stmt
+            .query_map([n], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = dropped.len();
+        self.remove_recordings(dropped);
+        Ok(count)
+    }
+
+    fn remove_recordings(&self, dropped: Vec<(Option<String>, Option<String>)>) {
+        for (file, state) in dropped {
+            // A recording still being written is not under its final name yet; the disk
+            // budget takes it later.
+            if let (Some(file), Some("complete" | "failed" | "interrupted")) =
+                (file, state.as_deref())
+            {
+                self.remove_recording(&file);
+            }
+        }
+    }
+
     fn prune(&self, conn: &Connection, now_us: i64) -> Result<(), StoreError> {
         let max_age_us = i64::from(self.retention.max_age_days) * 86_400 * 1_000_000;
         let mut stmt = conn.prepare(
@@ -363,15 +417,7 @@ impl EventStore {
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        for (file, state) in dropped {
-            // A recording still being written is not under its final name yet; the disk
-            // budget takes it later.
-            if let (Some(file), Some("complete" | "failed" | "interrupted")) =
-                (file, state.as_deref())
-            {
-                self.remove_recording(&file);
-            }
-        }
+        self.remove_recordings(dropped);
         Ok(())
     }
 

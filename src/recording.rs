@@ -7,7 +7,12 @@
 //! once its index and headers are complete and synced, so a crash leaves a `.part` file
 //! (removed at the next start, its event marked `interrupted`) and never a file that claims
 //! to be complete. The directory stays within a disk budget: the oldest finished
-//! recordings are deleted first, and their events say so.
+//! recordings are deleted first, and their events say so. The budget also respects the
+//! filesystem: `min_free_mb` is kept free (statvfs), so a disk that fills before the budget
+//! is reached (a small SD card, other files) never leaves the database without room to
+//! store the next event; when even deleting every finished video cannot keep the floor,
+//! new videos are not started (their events are stored, marked why) and a video being
+//! written is ended early, complete.
 //!
 //! Memory: one recording at a time per camera; its frame index is reserved up front for
 //! the longest recording allowed, and frames are copied through a reused batch.
@@ -43,6 +48,9 @@ pub struct RecordingConfig {
     pub max_secs: f64,
     /// Most MiB the clips directory may hold; the oldest recordings go first.
     pub disk_budget_mb: u64,
+    /// MiB the data directory's filesystem keeps free: videos never eat into it (the
+    /// database's room to grow); the oldest recordings go first to keep it.
+    pub min_free_mb: u64,
 }
 
 impl Default for RecordingConfig {
@@ -53,6 +61,7 @@ impl Default for RecordingConfig {
             post_secs: 5.0,
             max_secs: 120.0,
             disk_budget_mb: 2048,
+            min_free_mb: 256,
         }
     }
 }
@@ -318,6 +327,7 @@ impl AviWriter {
 pub struct ClipDir {
     dir: PathBuf,
     budget_bytes: u64,
+    min_free_bytes: u64,
     /// Serialises budget passes of several cameras.
     lock: Mutex<()>,
 }
@@ -325,7 +335,11 @@ pub struct ClipDir {
 impl ClipDir {
     /// Create the directory if needed and remove what a crash left half written. Returns
     /// the directory and the names of the removed `.part` files.
-    pub fn open(dir: &Path, budget_mb: u64) -> Result<(Self, Vec<String>), RecordingError> {
+    pub fn open(
+        dir: &Path,
+        budget_mb: u64,
+        min_free_mb: u64,
+    ) -> Result<(Self, Vec<String>), RecordingError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut removed = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
@@ -338,6 +352,7 @@ impl ClipDir {
             Self {
                 dir: dir.to_path_buf(),
                 budget_bytes: budget_mb.saturating_mul(1 << 20),
+                min_free_bytes: min_free_mb.saturating_mul(1 << 20),
                 lock: Mutex::new(()),
             },
             removed,
@@ -348,8 +363,20 @@ impl ClipDir {
         &self.dir
     }
 
-    /// Delete the oldest finished recordings until the directory fits its budget. Files
-    /// being written count against it but are never deleted. Returns the deleted names.
+    /// Bytes free to unprivileged users on the directory's filesystem (statvfs), `None`
+    /// when it cannot be asked.
+    pub fn free_bytes(&self) -> Option<u64> {
+        free_bytes(&self.dir)
+    }
+
+    /// Whether the filesystem is below its `min_free_mb` floor.
+    pub fn below_floor(&self) -> bool {
+        self.free_bytes().is_some_and(|f| f < self.min_free_bytes)
+    }
+
+    /// Delete the oldest finished recordings until the directory fits its budget and the
+    /// filesystem keeps its free-space floor. Files being written count against the budget
+    /// but are never deleted. Returns the deleted names.
     pub fn enforce_budget(&self) -> Result<Vec<String>, RecordingError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0u64;
@@ -372,7 +399,7 @@ impl ClipDir {
         finished.sort();
         let mut deleted = Vec::new();
         for (_, name, len) in finished {
-            if total <= self.budget_bytes {
+            if total <= self.budget_bytes && !self.below_floor() {
                 break;
             }
             match fs::remove_file(self.dir.join(&name)) {
@@ -387,6 +414,12 @@ impl ClipDir {
         }
         Ok(deleted)
     }
+}
+
+/// Bytes free to unprivileged users on the filesystem holding `path` (statvfs).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Where recordings live, under the data directory (the event store removes the files of
@@ -404,7 +437,11 @@ pub fn open_clips(
     if !cfg.enabled {
         return None;
     }
-    match ClipDir::open(&data_dir.join(CLIPS_DIR), cfg.disk_budget_mb) {
+    match ClipDir::open(
+        &data_dir.join(CLIPS_DIR),
+        cfg.disk_budget_mb,
+        cfg.min_free_mb,
+    ) {
         Ok((dir, removed)) => {
             let interrupted = events.video_interrupted().unwrap_or(0);
             if !removed.is_empty() || interrupted > 0 {
@@ -429,6 +466,11 @@ pub struct RecorderStats {
     /// Frames evicted from the ring before the recorder copied them (it fell behind).
     pub frames_lost: u64,
     pub deleted_for_budget: u64,
+    /// Videos not started, or ended early, because the filesystem was below
+    /// `recording.min_free_mb` with no finished video left to delete.
+    pub low_disk: u64,
+    /// Free MiB on the data directory's filesystem at the last check.
+    pub disk_free_mb: Option<f64>,
     pub recording: bool,
     pub last: Option<Finished>,
     pub last_error: Option<String>,
@@ -508,6 +550,18 @@ impl Recorder {
         let Some((width, height)) = ring.with_newest(|f| (f.meta.width, f.meta.height)) else {
             return Ok(());
         };
+        if self.dir.below_floor() {
+            // Every finished video is gone and the floor still does not hold: the event
+            // is stored without a video rather than the database losing its room.
+            self.stats.low_disk += 1;
+            tracing::warn!(camera = %self.camera, event, free_mb = ?self.stats.disk_free_mb,
+                "recording: filesystem below recording.min_free_mb; event stored without a video");
+            let _ = self.events.video_failed(
+                event,
+                "not recorded: filesystem below recording.min_free_mb",
+            );
+            return Ok(());
+        }
         let name = format!(
             "{}_{}_{:06}.avi",
             self.camera,
@@ -584,6 +638,17 @@ impl Recorder {
         if let (Some(u), Some(newest)) = (a.until_ts_us, ring.newest_ts()) {
             done |= newest > u;
         }
+        // The filesystem fills while the video grows: older videos go first; when none is
+        // left to delete, this one ends here, complete, and the floor holds.
+        if !done && self.dir.below_floor() {
+            let _ = self.enforce_budget();
+            if self.dir.below_floor() {
+                self.stats.low_disk += 1;
+                tracing::warn!(camera = %self.camera, event = a.event,
+                    "recording ended early: filesystem below recording.min_free_mb");
+                done = true;
+            }
+        }
         self.active = Some(a);
         if done {
             self.finish_active();
@@ -626,7 +691,9 @@ impl Recorder {
     fn enforce_budget(&mut self) -> Result<(), RecordingError> {
         let deleted = self.dir.enforce_budget().inspect_err(|e| {
             self.stats.last_error = Some(e.to_string());
-        })?;
+        });
+        self.stats.disk_free_mb = self.dir.free_bytes().map(|b| b as f64 / f64::from(1 << 20));
+        let deleted = deleted?;
         for name in deleted {
             tracing::info!(file = %name, "recording deleted: clips over their disk budget");
             self.stats.deleted_for_budget += 1;

@@ -316,6 +316,7 @@ fn run_with(
     let mut checks = ring_stress(cfg)?;
     checks.extend(household_checks(cfg, clock.clone()));
     checks.push(motion_check(cfg));
+    checks.push(disk_check(cfg));
     let (xclip, models, load) = xclip_checks(cfg, &*clock);
     checks.extend(xclip);
     let (identity_rows, identity) = identity_checks(cfg);
@@ -411,9 +412,13 @@ impl Probe {
             .map_err(|e| format!("{}: {}", scratch.display(), error_chain(&e)))?;
         let events = Arc::new(events);
         let pipeline = Pipeline::start(&probe_cfg, clock.clone()).map_err(|e| error_chain(&e))?;
-        let clips = ClipDir::open(&scratch.join("clips"), probe_cfg.recording.disk_budget_mb)
-            .map_err(|e| error_chain(&e))?
-            .0;
+        let clips = ClipDir::open(
+            &scratch.join("clips"),
+            probe_cfg.recording.disk_budget_mb,
+            probe_cfg.recording.min_free_mb,
+        )
+        .map_err(|e| error_chain(&e))?
+        .0;
         let deps = AnalysisDeps {
             xclip: None,
             identity: None,
@@ -722,6 +727,41 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
 /// X-CLIP: the model loads (and says whether its weights are real), clip latency, burst
 /// throughput, and ten concurrent clips that must each get exactly their own result.
 /// The motion gate's cost per analysed frame, on frames of the first camera's size.
+/// Free space on the data directory's filesystem against `recording.min_free_mb`: below
+/// it, videos are no longer started (events still are).
+fn disk_check(cfg: &Config) -> Check {
+    let dir = &cfg.storage.data_dir;
+    // The directory may not exist before the first run: ask about its nearest ancestor.
+    let at = dir
+        .ancestors()
+        .find(|p| p.exists() || p.as_os_str().is_empty())
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(dir);
+    let target = cfg.recording.min_free_mb as f64;
+    match crate::recording::free_bytes(at) {
+        Some(b) => Check::new(
+            "disk_free",
+            None,
+            b as f64 / f64::from(1 << 20),
+            Op::AtLeast,
+            target,
+            "MiB",
+        )
+        .detail(format!(
+            "free on the filesystem of {} (recording.min_free_mb is kept for the database)",
+            dir.display()
+        )),
+        None => Check::failed("disk_free", Op::AtLeast, target, "MiB")
+            .detail(format!("cannot ask the filesystem of {}", dir.display())),
+    }
+}
+
 fn motion_check(cfg: &Config) -> Check {
     let frames = match synthetic_clips(cfg, 1, 30) {
         Ok(mut c) => c.remove(0),
