@@ -41,7 +41,7 @@ pub enum ReadError {
         height: u32,
         max: u64,
     },
-    #[error("{path}: not an image nvr-edge reads (JPEG or PNG): {message}")]
+    #[error("{path}: not a readable image (JPEG or PNG): {message}")]
     NotImage { path: PathBuf, message: String },
 }
 

@@ -67,8 +67,7 @@ ring = {{ frames = 200, max_bytes = 16000000 }}
     );
     let log = std::fs::read_to_string(out.join("run.log")).unwrap();
     let events: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("events.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("events.json")).unwrap()).unwrap();
     assert!(
         !log.contains("disk is full") && !log.contains("No space left"),
         "{log}"
@@ -84,12 +83,18 @@ ring = {{ frames = 200, max_bytes = 16000000 }}
         .iter()
         .filter_map(|e| e["video"]["bytes"].as_i64())
         .sum();
-    assert!(written > 3 * 8 << 20, "only {written} bytes of video written");
+    assert!(
+        written > 3 * (8 << 20),
+        "only {written} bytes of video written"
+    );
     let state = |e: &serde_json::Value| e["video"]["state"].as_str().unwrap_or("").to_string();
     assert!(events.iter().any(|e| state(e) == "deleted"), "{events:?}");
     // Recent events kept their videos (all but the one the stop cut short).
     let newest: Vec<_> = events.iter().filter(|e| state(e) == "complete").collect();
     assert!(newest.len() >= 2, "{events:?}");
     let df = std::fs::read_to_string(out.join("df.txt")).unwrap();
-    println!("{} events, {written} bytes of video; at the end: {df}", ids.len());
+    println!(
+        "{} events, {written} bytes of video; at the end: {df}",
+        ids.len()
+    );
 }

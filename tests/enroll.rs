@@ -55,10 +55,11 @@ impl Cli {
 }
 
 #[test]
+#[cfg_attr(
+    not(nvr_face_embedder),
+    ignore = "needs the face embedder: run models/identity/fetch.py"
+)]
 fn a_member_enrolled_from_one_photo_is_recognised_in_another() {
-    if !common::face_embedder_installed() {
-        return;
-    }
     let cli = Cli::new("");
     let id = cli.ok(&["add-member", "--name", "Barack", "--role", "resident"])["member_id"].clone();
     let id = id.as_i64().unwrap().to_string();
@@ -116,10 +117,11 @@ fn a_member_enrolled_from_one_photo_is_recognised_in_another() {
 }
 
 #[test]
+#[cfg_attr(
+    not(nvr_face_embedder),
+    ignore = "needs the face embedder: run models/identity/fetch.py"
+)]
 fn a_photo_with_several_faces_needs_to_be_told_which() {
-    if !common::face_embedder_installed() {
-        return;
-    }
     let cli = Cli::new("");
     // Two real photos side by side: Obama on the left, Biden on the right.
     let (a, b) = (
@@ -166,10 +168,11 @@ fn a_photo_with_several_faces_needs_to_be_told_which() {
 }
 
 #[test]
+#[cfg_attr(
+    not(nvr_face_embedder),
+    ignore = "needs the face embedder: run models/identity/fetch.py"
+)]
 fn a_negative_enrolment_stops_a_look_alike_being_named() {
-    if !common::face_embedder_installed() {
-        return;
-    }
     // Thresholds so low that anyone "matches" the only member: the look-alike case.
     let cli = Cli::new("[household]\nmatch_threshold = -0.9\nunknown_threshold = -0.95\n");
     let id = cli.ok(&["add-member", "--name", "Barack", "--role", "resident"])["member_id"]

@@ -305,10 +305,11 @@ fn replay_scene(
 /// real face models find and embed him, the household (enrolled from another photo of him)
 /// names him, and the event's risk is lowered. Everything real from camera to database.
 #[test]
+#[cfg_attr(
+    not(nvr_face_embedder),
+    ignore = "needs the face embedder: run models/identity/fetch.py"
+)]
 fn a_member_walking_past_a_camera_is_recognised_with_the_real_face_models() {
-    if !common::face_embedder_installed() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let face = image::open(root.join("tests/data/photos/obama2.jpg"))

@@ -61,26 +61,6 @@ pub fn ffprobe(path: &Path) -> Option<Probe> {
     })
 }
 
-/// Whether the face embedder (fetched at setup by models/identity/fetch.py) is installed
-/// in the repository's models/identity. Off CI a missing one skips the caller, saying so;
-/// CI fetches it, so there a missing one fails.
-pub fn face_embedder_installed() -> bool {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/identity/mobilefacenet.onnx");
-    if p.exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI fetches the face embedder: {} missing",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {} not installed; run models/identity/fetch.py",
-        p.display()
-    );
-    false
-}
-
 /// `nvr-edge --config <its dir>/c.toml household ...` through the binary, in a temporary
 /// directory of its own; `config(dir)` writes the config's text.
 pub struct HouseholdCli {
