@@ -42,6 +42,7 @@ install -D -m 0640 "$here/config.toml" "$stage/etc/nvr-edge/config.toml.new"
 install -D -m 0644 "$here/nvr-edge.service" "$stage/usr/lib/systemd/system/nvr-edge.service"
 install -D -m 0644 "$here/nvr-edge-selftest.service" "$stage/usr/lib/systemd/system/nvr-edge-selftest.service"
 install -D -m 0644 "$here/nvr-edge.sysusers" "$stage/usr/lib/sysusers.d/nvr-edge.conf"
+install -D -m 0644 "$here/60-nvr-edge.rules" "$stage/usr/lib/udev/rules.d/60-nvr-edge.rules"
 install -D -m 0644 "$here/../README.md" "$stage/usr/share/doc/nvr-edge/README.md"
 if [ -n "$models" ]; then
   for f in manifest.json xclip_text.onnx xclip_video.onnx; do
@@ -87,7 +88,7 @@ root='$root'
 tar --no-same-owner --no-overwrite-dir -C \"\$root\" -xzf -
 systemd-sysusers --root=\"\$root\" nvr-edge.conf
 sh -c '$(printf '%s' "$settle" | sed "s/'/'\\\\''/g")' settle \"\$root\"
-if [ \"\$root\" = / ]; then systemctl daemon-reload; fi
+if [ \"\$root\" = / ]; then systemctl daemon-reload; udevadm control --reload 2>/dev/null && udevadm trigger --subsystem-match=tty 2>/dev/null || true; fi
 systemctl --root=\"\$root\" enable nvr-edge-selftest.service nvr-edge.service
 \"\$root/usr/bin/nvr-edge\" check-config \"\$root/etc/nvr-edge/config.toml\""
   # Only the staged entries, so the staging directory's own mode never reaches the root.

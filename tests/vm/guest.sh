@@ -41,15 +41,19 @@ fi
 
 if [ "${NVR_STEPS#*console}" != "$NVR_STEPS" ]; then
   # The recorder with its console on the second serial port, which the host drives. The
-  # host ends its session with `log info`; the recorder logs that, and we stop it.
+  # host ends its session with `log info`; the recorder logs that, and we stop it. It runs
+  # as the unit's user, in the unit's groups (video, dialout), not as root: as root, a
+  # console the service cannot open once passed here.
   echo "NVR-VM step console start $(at)"
   dev=/dev/ttyS1
   [ -e /dev/hvc0 ] && dev=/dev/hvc0
-  cp /config.toml /tmp/run.toml
+  sed 's|^data_dir = .*|data_dir = "/tmp/run-data"|' /config.toml > /tmp/run.toml
   printf '\n[console]\nenabled = true\ndevice = "%s"\n' "$dev" >> /tmp/run.toml
-  /nvr-edge --config /tmp/run.toml run 2>/tmp/run.log &
+  mkdir -p /tmp/run-data && chown 999:999 /tmp/run-data && chmod 0750 /tmp/run-data
+  : > /tmp/run.log && chown 999:999 /tmp/run.log
+  su -s /bin/sh nvr-edge -c 'umask 0027; exec /nvr-edge --config /tmp/run.toml run 2>>/tmp/run.log' &
   pid=$!
-  echo "NVR-VM console on $dev"
+  echo "NVR-VM console on $dev ($(ls -l $dev | cut -c1-10) $(ls -ln $dev | awk '{print $3":"$4}')), recorder as $(su -s /bin/sh nvr-edge -c id)"
   n=0
   while ! grep -q "log filter changed from the console" /tmp/run.log 2>/dev/null && [ $n -lt 4000 ]; do
     sleep 0.1; n=$((n + 1))

@@ -6,7 +6,20 @@ set -euo pipefail
 out=$1 mods=$2 kver=$3 bin=$4 cfg=$5 script=$6 busybox=${7:-/bin/busybox}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,lib/modules}
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc,lib/modules}
+# The unit's user as deploy/nvr-edge.sysusers makes it on Debian (video and dialout are
+# Debian's fixed groups 44 and 20), so the guest can run the recorder as the service does.
+cat > "$root/etc/passwd" <<'PASSWD'
+root:x:0:0:root:/root:/bin/sh
+nvr-edge:x:999:999:nvr-edge recorder:/tmp:/bin/sh
+PASSWD
+cat > "$root/etc/group" <<'GROUP'
+root:x:0:
+dialout:x:20:nvr-edge
+video:x:44:nvr-edge
+tty:x:5:
+nvr-edge:x:999:
+GROUP
 cp "$busybox" "$root/bin/busybox"
 cp "$bin" "$root/nvr-edge"
 cp "$cfg" "$root/config.toml"
@@ -41,6 +54,10 @@ for m in $(cat /load.order); do
   esac
 done
 sleep 1
+# Device nodes as Debian's udev leaves them (50-udev-default.rules), and /dev/hvc* as
+# deploy/60-nvr-edge.rules sets it: devtmpfs alone makes them root 0600.
+for d in /dev/video*; do chgrp 44 "$d"; chmod 0660 "$d"; done
+for d in /dev/ttyS* /dev/ttyAMA* /dev/hvc*; do [ -e "$d" ] && chgrp 20 "$d" && chmod 0660 "$d"; done
 echo "NVR-VM-BOOTED $(uname -m) $(getconf PAGESIZE 2>/dev/null) $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 . /test.sh
 echo "NVR-VM-DONE"
