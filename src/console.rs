@@ -17,7 +17,8 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,9 @@ pub struct ConsoleConfig {
     pub pin_sha256: String,
     /// Refused with `pin_sha256`.
     pub pin_salt: String,
+    /// Unix socket `nvr-edge console` attaches to (the same console, for a technician with
+    /// a shell on the box), mode 0660: root and the service's group only. Empty: none.
+    pub socket: String,
 }
 
 impl Default for ConsoleConfig {
@@ -52,9 +56,16 @@ impl Default for ConsoleConfig {
             pin_hash: String::new(),
             pin_sha256: String::new(),
             pin_salt: String::new(),
+            socket: DEFAULT_SOCKET.into(),
         }
     }
 }
+
+/// Where `nvr-edge run` listens for `nvr-edge console` by default: the unit's
+/// RuntimeDirectory (0750, group nvr-edge).
+pub const DEFAULT_SOCKET: &str = "/run/nvr-edge/console.sock";
+/// Socket sessions served at once; one more is told so and closed.
+pub const MAX_SOCKET_SESSIONS: usize = 2;
 
 /// Baud rates a serial console can be set to (termios' standard speeds).
 pub const BAUDS: [u32; 12] = [
@@ -76,6 +87,10 @@ impl ConsoleConfig {
                 "pin_hash",
                 "is not an argon2 PHC string (make one with `nvr-edge hash-pin`)".into(),
             ));
+        }
+        if self.socket.len() > 100 {
+            // sun_path holds 108 bytes.
+            p.push(("socket", "must be a path of at most 100 bytes".into()));
         }
         if !self.pin_sha256.is_empty() || !self.pin_salt.is_empty() {
             p.push((
@@ -423,12 +438,16 @@ const HELP: &str = "commands:
 pub struct Session<'a> {
     backend: &'a dyn Backend,
     cfg: &'a ConsoleConfig,
-    lockout: &'a mut Lockout,
+    lockout: &'a Mutex<Lockout>,
     unlocked: bool,
 }
 
 impl<'a> Session<'a> {
-    pub fn new(backend: &'a dyn Backend, cfg: &'a ConsoleConfig, lockout: &'a mut Lockout) -> Self {
+    pub fn new(
+        backend: &'a dyn Backend,
+        cfg: &'a ConsoleConfig,
+        lockout: &'a Mutex<Lockout>,
+    ) -> Self {
         Self {
             backend,
             cfg,
@@ -508,26 +527,29 @@ impl<'a> Session<'a> {
         if self.cfg.pin_hash.is_empty() {
             return "error: no PIN is configured; mutating commands are disabled".into();
         }
-        let wait = self.lockout.remaining();
+        // One lock-out for every session (serial and socket): held while the PIN is
+        // checked, so two sessions cannot guess in parallel.
+        let mut lockout = self.lockout.lock().unwrap_or_else(|e| e.into_inner());
+        let wait = lockout.remaining();
         if !wait.is_zero() {
             // Not even checked: a guesser learns nothing while locked out.
             return format!(
                 "error: locked out for {} s after {} wrong PIN(s)",
                 wait.as_secs().max(1),
-                self.lockout.failures()
+                lockout.failures()
             );
         }
         if verify_pin(&self.cfg.pin_hash, pin) {
             self.unlocked = true;
-            self.lockout.succeeded();
+            lockout.succeeded();
             tracing::info!("console unlocked");
             "unlocked".into()
         } else {
-            self.lockout.failed();
-            tracing::warn!(failures = self.lockout.failures(), "console: wrong PIN");
+            lockout.failed();
+            tracing::warn!(failures = lockout.failures(), "console: wrong PIN");
             format!(
                 "error: wrong PIN; unlock is locked out for {} s",
-                self.lockout.penalty().as_secs()
+                lockout.penalty().as_secs()
             )
         }
     }
@@ -544,7 +566,7 @@ pub fn serve(
     io: &mut (impl Read + Write),
     backend: &dyn Backend,
     cfg: &ConsoleConfig,
-    lockout: &mut Lockout,
+    lockout: &Mutex<Lockout>,
     stop: &dyn Fn() -> bool,
 ) -> std::io::Result<()> {
     let mut reader = LineReader::new(cfg.max_line);
@@ -615,26 +637,25 @@ pub fn open_serial(path: &Path, baud: u32) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// The console thread of `run`: reopen the device if it goes away. Wrong PINs are
-/// remembered across reopenings, and in `lockout_file` (when given) across restarts.
+/// The console thread of `run`: reopen the device if it goes away. `lockout` is shared
+/// with the socket sessions.
 pub fn spawn(
     cfg: ConsoleConfig,
     backend: Arc<dyn Backend>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    lockout_file: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+    lockout: Arc<Mutex<Lockout>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
-            let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
-            let mut lockout = lockout_file.map_or_else(Lockout::new, Lockout::persistent);
+            let stopped = || stop.load(Ordering::SeqCst);
             let mut last_error = String::new();
             while !stopped() {
                 match open_serial(Path::new(&cfg.device), cfg.baud) {
                     Ok(mut f) => {
                         tracing::info!(device = %cfg.device, baud = cfg.baud, "console listening");
                         last_error.clear();
-                        match serve(&mut f, &*backend, &cfg, &mut lockout, &stopped) {
+                        match serve(&mut f, &*backend, &cfg, &lockout, &stopped) {
                             Ok(()) if !stopped() => {
                                 tracing::info!(device = %cfg.device, "console hung up; reopening")
                             }
@@ -660,6 +681,172 @@ pub fn spawn(
             }
         })
         .expect("spawning the console thread")
+}
+
+/// The socket `nvr-edge console` attaches to: bound at `cfg.socket` (a stale socket of a
+/// killed process is replaced; any other file there is left alone and reported), mode
+/// 0660, at most [`MAX_SOCKET_SESSIONS`] sessions at once, each the serial console's
+/// `serve` with the shared `lockout`. `None` (logged) when it cannot listen.
+pub fn spawn_socket(
+    cfg: ConsoleConfig,
+    backend: Arc<dyn Backend>,
+    stop: Arc<AtomicBool>,
+    lockout: Arc<Mutex<Lockout>>,
+) -> Option<std::thread::JoinHandle<()>> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = PathBuf::from(&cfg.socket);
+    if let Ok(md) = std::fs::symlink_metadata(&path) {
+        if md.file_type().is_socket() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                tracing::warn!(socket = %path.display(), "console socket: another nvr-edge answers there; no socket console");
+                return None;
+            }
+            // Left by a process that was killed.
+            let _ = std::fs::remove_file(&path);
+        } else {
+            tracing::warn!(socket = %path.display(), "console socket: a file that is not a socket is in the way; no socket console");
+            return None;
+        }
+    }
+    let listener = match std::os::unix::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "console socket unavailable");
+            return None;
+        }
+    };
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+        .and_then(|()| listener.set_nonblocking(true))
+    {
+        tracing::warn!(socket = %path.display(), error = %e, "console socket not set up; closed");
+        let _ = std::fs::remove_file(&path);
+        return None;
+    }
+    tracing::info!(socket = %path.display(), "console socket listening (nvr-edge console)");
+    let spawned = std::thread::Builder::new()
+        .name("console-socket".into())
+        .spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
+            let mut sessions: Vec<std::thread::JoinHandle<()>> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                sessions.retain(|h| !h.is_finished());
+                let mut stream = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::warn!(error = %e, "console socket: accept failed");
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                if active.load(Ordering::SeqCst) >= MAX_SOCKET_SESSIONS {
+                    let _ = stream.write_all(b"error: console busy (too many sessions)\r\n");
+                    continue;
+                }
+                // Reads return every 0.5 s so a stop request is seen, like the tty's VTIME.
+                let ok = stream.set_nonblocking(false).is_ok()
+                    && stream
+                        .set_read_timeout(Some(Duration::from_millis(500)))
+                        .is_ok();
+                if !ok {
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                tracing::info!("console session on the socket");
+                let (backend, cfg, lockout, stop, counted) = (
+                    backend.clone(),
+                    cfg.clone(),
+                    lockout.clone(),
+                    stop.clone(),
+                    active.clone(),
+                );
+                let session = std::thread::Builder::new()
+                    .name("console-session".into())
+                    .spawn(move || {
+                        let stopped = || stop.load(Ordering::SeqCst);
+                        let _ = serve(&mut stream, &*backend, &cfg, &lockout, &stopped);
+                        counted.fetch_sub(1, Ordering::SeqCst);
+                    });
+                match session {
+                    Ok(h) => sessions.push(h),
+                    Err(_) => {
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            for h in sessions {
+                let _ = h.join();
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+    spawned.ok()
+}
+
+/// `nvr-edge console`: attach this terminal to a running recorder's console socket. The
+/// terminal goes raw (the console echoes what is typed) and comes back as it was; Ctrl-]
+/// or the end of standard input ends the session.
+pub fn attach(path: &Path) -> std::io::Result<()> {
+    use std::io::IsTerminal;
+    let mut sock = std::os::unix::net::UnixStream::connect(path)?;
+    let mut reader = sock.try_clone()?;
+    let out = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdout = std::io::stdout();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0
+                || stdout
+                    .write_all(&buf[..n])
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let stdin = std::io::stdin();
+    let saved = if stdin.is_terminal() {
+        let t = rustix::termios::tcgetattr(&stdin).ok();
+        if let Some(t) = &t {
+            let mut raw = t.clone();
+            raw.make_raw();
+            let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw);
+            eprint!("(attached to {}; Ctrl-] to leave)\r\n", path.display());
+        }
+        t
+    } else {
+        None
+    };
+    let mut buf = [0u8; 1024];
+    let mut input = stdin.lock();
+    let result = loop {
+        match input.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                // Ctrl-] ends the session, as in telnet.
+                let (chunk, quit) = match buf[..n].iter().position(|&b| b == 0x1d) {
+                    Some(i) => (&buf[..i], true),
+                    None => (&buf[..n], false),
+                };
+                if let Err(e) = sock.write_all(chunk) {
+                    break Err(e);
+                }
+                if quit {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    drop(input);
+    if let Some(t) = saved {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t);
+    }
+    // The console answers what was sent, then sees the end of the stream and closes.
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let _ = out.join();
+    result
 }
 
 #[cfg(test)]

@@ -63,6 +63,14 @@ enum Cmd {
     /// Read a console PIN from standard input (one line; never from the command line,
     /// where other users see it) and print its `console.pin_hash` (argon2id).
     HashPin,
+    /// Attach this terminal to the running recorder's console (the serial console's
+    /// commands, over the unix socket `console.socket`; root or the service's group).
+    /// Ctrl-] leaves.
+    Console {
+        /// The socket (default: `console.socket` of the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +102,21 @@ fn main() -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => return config_error(&e),
     };
+    if let Some(Cmd::Console { socket }) = &cli.cmd {
+        let path = socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&cfg.console.socket));
+        return match nvr_edge::console::attach(&path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "error: console socket {}: {e} (is `nvr-edge run` running, and are you root or in its group?)",
+                    path.display()
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::init(&cfg.log.filter, cli.log_format);
     if let Some(Cmd::Classify(args)) = &cli.cmd {
         return finish(nvr_edge::inference::cli::run(args, &cfg), |e| e.exit_code());

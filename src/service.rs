@@ -42,7 +42,8 @@ pub struct Appliance {
     pub model: Option<ModelInfo>,
     pub events: Arc<EventStore>,
     analyzers: Vec<Analyzer>,
-    console: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// The console threads (serial line, socket) and their stop flag.
+    console: Option<(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>)>,
     started: Instant,
 }
 
@@ -350,7 +351,7 @@ impl Appliance {
         };
         let clips = open_clips(&cfg.recording, &cfg.storage.data_dir, &events);
         let analyzers = analysis::start_all(&pipeline, &deps, &cfg.recording, clips.as_ref())?;
-        let console = if cfg.console.enabled {
+        let console = if cfg.console.enabled || !cfg.console.socket.is_empty() {
             let backend = Arc::new(Backend {
                 cfg: cfg.clone(),
                 clock: clock.clone(),
@@ -361,17 +362,29 @@ impl Appliance {
                 started: Instant::now(),
             });
             let stop = Arc::new(AtomicBool::new(false));
-            Some((
-                stop.clone(),
-                console::spawn(
+            // One lock-out for the serial line and the socket sessions; wrong PINs outlive
+            // a restart (the data directory is the unit's StateDirectory, private to it).
+            let lockout = Arc::new(std::sync::Mutex::new(console::Lockout::persistent(
+                cfg.storage.data_dir.join("console-lockout"),
+            )));
+            let mut threads = Vec::new();
+            if cfg.console.enabled {
+                threads.push(console::spawn(
+                    cfg.console.clone(),
+                    backend.clone(),
+                    stop.clone(),
+                    lockout.clone(),
+                ));
+            }
+            if !cfg.console.socket.is_empty() {
+                threads.extend(console::spawn_socket(
                     cfg.console.clone(),
                     backend,
-                    stop,
-                    // Wrong PINs outlive a restart (the data directory is the unit's
-                    // StateDirectory, private to the service).
-                    Some(cfg.storage.data_dir.join("console-lockout")),
-                ),
-            ))
+                    stop.clone(),
+                    lockout,
+                ));
+            }
+            Some((stop, threads))
         } else {
             None
         };
@@ -393,9 +406,11 @@ impl Appliance {
 
     /// Stop analysis first (closing open events), then capture, then inference.
     pub fn stop(&mut self) {
-        if let Some((stop, handle)) = self.console.take() {
+        if let Some((stop, handles)) = self.console.take() {
             stop.store(true, Ordering::SeqCst);
-            let _ = handle.join();
+            for h in handles {
+                let _ = h.join();
+            }
         }
         for a in &mut self.analyzers {
             a.stop();

@@ -76,6 +76,7 @@ data_dir = {data:?}
 enabled = true
 device = {slave:?}
 pin_hash = "{hash}"
+socket = {sock:?}
 [[cameras]]
 id = "porch"
 source = "synthetic"
@@ -85,7 +86,8 @@ fps = 10
 ring = {{ frames = 100, max_bytes = 8000000 }}
 "#,
         data = dir.path().join("data"),
-        hash = hash_pin("1234")
+        hash = hash_pin("1234"),
+        sock = dir.path().join("console.sock"),
     );
     let conf = dir.path().join("c.toml");
     std::fs::write(&conf, cfg).unwrap();
@@ -161,6 +163,37 @@ ring = {{ frames = 100, max_bytes = 8000000 }}
     pty.ask(b"log [bad", "error", 10);
     pty.ask(b"selftest", "VERDICT", 120);
     pty.ask(b"version", "nvr-edge", 10);
+    // The same console over the unix socket, for a technician with a shell on the box:
+    // `nvr-edge console` with its input piped, 0660 so only root and the service's group.
+    use std::os::unix::fs::PermissionsExt;
+    let sock = dir.path().join("console.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let mut attach = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+        .args(["console", "--socket"])
+        .arg(&sock)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    attach
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"version\rhousehold\r")
+        .unwrap();
+    let out = attach.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("nvr-edge {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    // A new session starts locked: counts only.
+    assert!(
+        text.contains("1 members") && !text.contains("Eve"),
+        "{text}"
+    );
     // SIGTERM: a clean stop.
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -185,32 +218,32 @@ fn wrong_pins_lock_out_across_sessions_and_restarts() {
         pin_hash: hash_pin("4321"),
         ..ConsoleConfig::default()
     };
-    let mut lockout = Lockout::persistent(file.clone());
+    let lockout = std::sync::Mutex::new(Lockout::persistent(file.clone()));
     let reply = |session: &mut Session<'_>, line: &str| {
         let mut out = String::new();
         session.handle(line, &mut |t| out.push_str(t));
         out
     };
     {
-        let mut s = Session::new(&Quiet, &cfg, &mut lockout);
+        let mut s = Session::new(&Quiet, &cfg, &lockout);
         assert!(reply(&mut s, "unlock 1111").contains("wrong PIN"));
     }
     {
-        let mut s = Session::new(&Quiet, &cfg, &mut lockout);
+        let mut s = Session::new(&Quiet, &cfg, &lockout);
         assert!(reply(&mut s, "unlock 4321").contains("locked out"));
         assert!(!s.unlocked());
     }
     std::thread::sleep(Duration::from_millis(1100));
     {
-        let mut s = Session::new(&Quiet, &cfg, &mut lockout);
+        let mut s = Session::new(&Quiet, &cfg, &lockout);
         assert!(reply(&mut s, "unlock 2222").contains("wrong PIN"));
     }
-    assert_eq!(lockout.failures(), 2);
+    assert_eq!(lockout.lock().unwrap().failures(), 2);
     // A restart reads the count back and the 2 s it earned start again.
-    let mut again = Lockout::persistent(file.clone());
-    assert_eq!(again.failures(), 2);
-    assert!(again.remaining() > Duration::from_millis(1500));
-    let mut s = Session::new(&Quiet, &cfg, &mut again);
+    let again = std::sync::Mutex::new(Lockout::persistent(file.clone()));
+    assert_eq!(again.lock().unwrap().failures(), 2);
+    assert!(again.lock().unwrap().remaining() > Duration::from_millis(1500));
+    let mut s = Session::new(&Quiet, &cfg, &again);
     assert!(reply(&mut s, "unlock 4321").contains("locked out"));
     // The doubling is capped, and an hour of guessing gets a handful of tries (each try
     // waits out the lock-out the ones before it earned).
@@ -231,9 +264,9 @@ fn a_hangup_ends_the_session() {
     let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     drop(b);
     let cfg = ConsoleConfig::default();
-    let mut lockout = Lockout::new();
+    let lockout = std::sync::Mutex::new(Lockout::new());
     let t0 = Instant::now();
-    serve(&mut a, &Quiet, &cfg, &mut lockout, &|| false).ok();
+    serve(&mut a, &Quiet, &cfg, &lockout, &|| false).ok();
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
@@ -283,8 +316,8 @@ proptest! {
     ) {
         let cfg = ConsoleConfig { pin_hash: PIN_HASH.clone(), ..ConsoleConfig::default() };
         let mut reader = LineReader::new(64);
-        let mut lockout = Lockout::new();
-        let mut session = Session::new(&Quiet, &cfg, &mut lockout);
+        let lockout = std::sync::Mutex::new(Lockout::new());
+        let mut session = Session::new(&Quiet, &cfg, &lockout);
         for c in &chunks {
             for input in reader.feed(c) {
                 if let Input::Line(l) = input {
@@ -296,6 +329,6 @@ proptest! {
                 }
             }
         }
-        prop_assert!(lockout.penalty() <= nvr_edge::console::MAX_LOCKOUT);
+        prop_assert!(lockout.lock().unwrap().penalty() <= nvr_edge::console::MAX_LOCKOUT);
     }
 }
