@@ -319,6 +319,30 @@ fn vanished_device_is_reopened_and_the_ring_survives() {
     assert!(cam.ring().with_newest(|f| f.meta.seq).unwrap() > 2000);
 }
 
+/// A pipeline of one replay camera (160x120) playing `dir` at `fps`.
+fn replay_pipeline(dir: &Path, fps: u32) -> Pipeline {
+    let cfg = Config::from_toml_str(
+        &format!(
+            "[[cameras]]\nid = \"rep\"\nsource = \"replay\"\npath = {dir:?}\nwidth = 160\nheight = 120\nfps = {fps}\nring = {{ frames = 50, max_bytes = 4000000 }}\n"
+        ),
+        "test",
+    )
+    .unwrap();
+    Pipeline::start(&cfg, Arc::new(SystemClock)).unwrap()
+}
+
+/// A FIFO at `path`: a plain open() of it for reading blocks until a writer comes.
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
 /// `jpeg` with the size in its frame header (SOF0/SOF2) replaced: what a pixel bomb looks
 /// like (a few KB claiming gigapixels) to everything that reads headers.
 fn claim_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
@@ -343,15 +367,7 @@ fn a_frame_claiming_another_size_is_a_bad_frame_not_a_ring_entry() {
     write(dir.path(), "1.jpg", &good[0]);
     write(dir.path(), "2.jpg", &bomb);
     write(dir.path(), "3.jpg", &claim_size(&good[1], 320, 240));
-    let cfg = Config::from_toml_str(
-        &format!(
-            "[[cameras]]\nid = \"rep\"\nsource = \"replay\"\npath = {:?}\nwidth = 160\nheight = 120\nfps = 200\nring = {{ frames = 50, max_bytes = 4000000 }}\n",
-            dir.path()
-        ),
-        "test",
-    )
-    .unwrap();
-    let mut p = Pipeline::start(&cfg, Arc::new(SystemClock)).unwrap();
+    let mut p = replay_pipeline(dir.path(), 200);
     wait_until("frames and bad frames", 20, || {
         let r = &p.reports()[0];
         r.stats.frames >= 10 && r.stats.bad_frames >= 20
@@ -374,24 +390,9 @@ fn replay_special_files_are_bad_frames_and_never_block() {
     let dir = tempfile::tempdir().unwrap();
     let good = jpegs(1);
     write(dir.path(), "1.jpg", &good[0]);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        dir.path().join("2.jpg"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&dir.path().join("2.jpg"));
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("3.jpg")).unwrap();
-    let cfg = Config::from_toml_str(
-        &format!(
-            "[[cameras]]\nid = \"rep\"\nsource = \"replay\"\npath = {:?}\nwidth = 160\nheight = 120\nfps = 100\nring = {{ frames = 50, max_bytes = 4000000 }}\n",
-            dir.path()
-        ),
-        "test",
-    )
-    .unwrap();
-    let mut p = Pipeline::start(&cfg, Arc::new(SystemClock)).unwrap();
+    let mut p = replay_pipeline(dir.path(), 100);
     wait_until("good and bad frames", 20, || {
         let r = &p.reports()[0];
         r.stats.frames >= 5 && r.stats.bad_frames >= 10
@@ -405,14 +406,7 @@ fn replay_special_files_are_bad_frames_and_never_block() {
     );
     // The MJPEG form: a FIFO as the recording is refused when the camera opens.
     let fifo = dir.path().join("rec.mjpeg");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&fifo);
     let cam = camera(&format!(
         "source = \"replay\"\npath = {fifo:?}\nwidth = 160\nheight = 120\nfps = 30"
     ));
