@@ -6,6 +6,9 @@ set -euo pipefail
 out=$1 mods=$2 kver=$3 bin=$4 cfg=$5 script=$6 busybox=${7:-/bin/busybox}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
+# mktemp makes it 0700, and cpio carries that to the guest's /: only root could then reach
+# anything (the unprivileged recorder could not even exec /bin/sh).
+chmod 0755 "$root"
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc,lib/modules}
 # The unit's user as deploy/nvr-edge.sysusers makes it on Debian (video and dialout are
 # Debian's fixed groups 44 and 20), so the guest can run the recorder as the service does.
