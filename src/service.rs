@@ -542,6 +542,14 @@ fn log_summary(app: &Appliance, marks: &mut Vec<Mark>) {
             event_latency_ms = format_args!("{:.1}", a.event_latency_ms_max.unwrap_or(f64::NAN)),
             videos = a.recording.as_ref().map_or(0, |v| v.finished),
             videos_failed = a.recording.as_ref().map_or(0, |v| v.failed),
+            // Videos not started or cut short to keep recording.min_free_mb, and the free
+            // space seen: a filling disk shows here before anything is lost.
+            videos_low_disk = a.recording.as_ref().map_or(0, |v| v.low_disk),
+            disk_free_mb = format_args!(
+                "{:.0}",
+                a.recording.as_ref().and_then(|v| v.disk_free_mb).unwrap_or(f64::NAN)
+            ),
+            events_split = a.events_split,
             "camera summary"
         );
     }
