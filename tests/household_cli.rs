@@ -152,6 +152,8 @@ fn bad_input_exits_2_and_leaves_the_database_unchanged() {
     let ragged = env.file("ragged.f32", &[0u8, 1, 2, 3, 4]);
     let matrix = env.file("m.npy", &npy(&random_unit_vectors(2, 4, 1), "(2, 4)"));
     let notnpy = env.file("x.npy", b"definitely not numpy");
+    // Once read whole before it was refused (4.2 GB resident for a 2 GB file).
+    let huge = env.file("huge.f32", &vec![0u8; (1 << 20) + 4]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["add-member", "--name", "Bob", "--role", "burglar"],
@@ -220,6 +222,18 @@ fn bad_input_exits_2_and_leaves_the_database_unchanged() {
                 &notnpy,
             ],
             "x.npy",
+        ),
+        (
+            vec![
+                "add-embedding",
+                "--member",
+                &id,
+                "--model-id",
+                "m",
+                "--file",
+                &huge,
+            ],
+            "over the 1048576-byte limit",
         ),
         (
             vec![

@@ -587,4 +587,31 @@ fn classify_cli_prints_the_result_with_raw_logits() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.jpg"));
+
+    // A pixel bomb (a real frame whose header claims 65500x65500) is refused from its
+    // header, before anything is decoded; /dev/zero is refused as not a file.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = std::fs::read(fixture("frame0.jpg")).unwrap();
+    let at = bomb
+        .windows(2)
+        .position(|m| m[0] == 0xFF && (m[1] == 0xC0 || m[1] == 0xC2))
+        .unwrap();
+    bomb[at + 5..at + 9].copy_from_slice(&[0xFF, 0xDC, 0xFF, 0xDC]);
+    let bomb_path = dir.path().join("bomb.jpg");
+    std::fs::write(&bomb_path, &bomb).unwrap();
+    for (frame, want) in [
+        (
+            bomb_path.display().to_string(),
+            "65500x65500 is over the 50000000-pixel limit",
+        ),
+        ("/dev/zero".to_string(), "not a regular file"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nvr-edge"))
+            .args(["classify", "--frames", &frame])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
 }
