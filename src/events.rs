@@ -374,12 +374,36 @@ impl EventStore {
 
     /// Delete the `n` oldest events and their recordings; returns how many went.
     fn drop_oldest(&self, conn: &Connection, n: u32) -> Result<usize, StoreError> {
-        let mut stmt = conn.prepare(
+        self.delete_with_recordings(
+            conn,
             "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) \
              RETURNING video, video_state",
+            params![n],
+        )
+    }
+
+    fn prune(&self, conn: &Connection, now_us: i64) -> Result<(), StoreError> {
+        let max_age_us = i64::from(self.retention.max_age_days) * 86_400 * 1_000_000;
+        self.delete_with_recordings(
+            conn,
+            "DELETE FROM events WHERE start_us < ?1 OR id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?2) \
+             RETURNING video, video_state",
+            params![now_us - max_age_us, self.retention.max_rows],
         )?;
+        Ok(())
+    }
+
+    /// Run a `DELETE ... RETURNING video, video_state` and remove the finished recordings
+    /// of the rows it took; returns how many rows went.
+    fn delete_with_recordings(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<usize, StoreError> {
+        let mut stmt = conn.prepare(sql)?;
         let dropped = stmt
-            .query_map([n], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, Option<String>>(0)?,
                     r.get::<_, Option<String>>(1)?,
@@ -387,11 +411,6 @@ impl EventStore {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let count = dropped.len();
-        self.remove_recordings(dropped);
-        Ok(count)
-    }
-
-    fn remove_recordings(&self, dropped: Vec<(Option<String>, Option<String>)>) {
         for (file, state) in dropped {
             // A recording still being written is not under its final name yet; the disk
             // budget takes it later.
@@ -401,24 +420,7 @@ impl EventStore {
                 self.remove_recording(&file);
             }
         }
-    }
-
-    fn prune(&self, conn: &Connection, now_us: i64) -> Result<(), StoreError> {
-        let max_age_us = i64::from(self.retention.max_age_days) * 86_400 * 1_000_000;
-        let mut stmt = conn.prepare(
-            "DELETE FROM events WHERE start_us < ?1 OR id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?2) \
-             RETURNING video, video_state",
-        )?;
-        let dropped = stmt
-            .query_map(params![now_us - max_age_us, self.retention.max_rows], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        self.remove_recordings(dropped);
-        Ok(())
+        Ok(count)
     }
 
     fn remove_recording(&self, file: &str) {
