@@ -12,11 +12,13 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use nvr_edge::config::Config;
-use nvr_edge::household::identity::Observer;
-use nvr_edge::inference::detect::ObjectDetector;
-use nvr_edge::inference::face::{align, FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
-use nvr_edge::inference::observer::ModelsObserver;
-use nvr_edge::inference::plates::PlateReader;
+use nvr_edge::inference::identity::detect::ObjectDetector;
+use nvr_edge::inference::identity::face::{
+    align, FaceDetector, FaceEmbedder, FaceFilter, FaceObserver,
+};
+use nvr_edge::inference::identity::observer::ModelsObserver;
+use nvr_edge::inference::identity::plates::PlateReader;
+use nvr_edge::inference::identity::Observer;
 use nvr_edge::memory::{kept_by, MIB};
 use nvr_edge::ring::FrameBatch;
 

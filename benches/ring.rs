@@ -161,7 +161,8 @@ fn bench_yuyv_encode(c: &mut Criterion) {
 
 /// The motion gate's cost per analysed frame (1/8-scale decode + background compare).
 fn bench_motion(c: &mut Criterion) {
-    use nvr_edge::motion::{MotionConfig, MotionGate};
+    use nvr_edge::config::MotionConfig;
+    use nvr_edge::motion::MotionGate;
     for (w, h) in [(640, 480), (1280, 720)] {
         let cfg = Config::from_toml_str(
             &format!("[[cameras]]\nid = \"b\"\nsource = \"synthetic\"\nwidth = {w}\nheight = {h}\nfps = 30"),

@@ -13,6 +13,7 @@
 //! looking meanwhile, and a window that arrives while one is still waiting replaces it
 //! (counted), so the work stays bounded whatever the scene.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -23,14 +24,17 @@ use serde::Serialize;
 use crate::capture::worker::CameraShared;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::events::EventStore;
+use crate::config::MotionConfig;
+use crate::config::RecordingConfig;
+use crate::events::{EventStore, Opened};
 pub use crate::household::identity::IdentityDeps;
-use crate::household::identity::{EventIdentity, Identified, Observation};
+use crate::household::identity::{EventIdentity, Identified};
+use crate::inference::identity::Observation;
 use crate::inference::service::Ticket;
 use crate::inference::{ClipRequest, Risk, XclipError, XclipService};
-use crate::motion::{MotionConfig, MotionGate};
+use crate::motion::MotionGate;
 use crate::pipeline::Pipeline;
-use crate::recording::{ClipDir, Recorder, RecorderStats, RecordingConfig};
+use crate::recording::{remove_videos, ClipDir, Recorder, RecorderStats};
 use crate::ring::FrameBatch;
 
 const MAX_IN_FLIGHT: usize = 2;
@@ -47,6 +51,9 @@ pub struct AnalysisConfig {
     /// With recording on, `recording.max_secs`: motion that lasts longer becomes
     /// consecutive events, each with its own video, so no stretch of it lacks footage.
     pub max_event_secs: Option<f64>,
+    /// Where event videos live: the videos of events dropped to make room for a new one
+    /// are removed from here (recording on or off, old videos may be there).
+    pub clips_dir: PathBuf,
 }
 
 impl AnalysisConfig {
@@ -56,6 +63,7 @@ impl AnalysisConfig {
             window_secs: cfg.xclip.window_secs,
             rerun_secs: cfg.xclip.rerun_secs,
             max_event_secs: cfg.recording.enabled.then_some(cfg.recording.max_secs),
+            clips_dir: cfg.storage.data_dir.join(crate::recording::CLIPS_DIR),
         }
     }
 }
@@ -492,7 +500,8 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         }
         if step.started || split {
             match ctx.events.start(&ctx.camera.id, now_wall) {
-                Ok(id) => {
+                Ok(Opened { id, dropped_videos }) => {
+                    remove_videos(&ctx.cfg.clips_dir, &dropped_videos);
                     let latency_ms = (ctx.clock.mono_us() - meta.ts_us) as f64 / 1e3;
                     tracing::info!(camera = %ctx.camera.id, event = id, latency_ms, "motion: event opened");
                     event = Some(id);

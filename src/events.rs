@@ -2,31 +2,15 @@
 //! during it. Stored in SQLite, each write its own transaction, so a crash loses at most
 //! the event being written; retention by row count and age keeps the table bounded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::config::Retention;
 use crate::inference::{ClipResult, Risk};
 use crate::store::{self, StoreError};
-
-/// `[events]`: how much history to keep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Retention {
-    pub max_rows: u32,
-    pub max_age_days: u32,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Self {
-            max_rows: 10_000,
-            max_age_days: 30,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -65,25 +49,6 @@ pub struct Video {
     pub error: Option<String>,
 }
 
-fn risk_str(r: Risk) -> &'static str {
-    match r {
-        Risk::Low => "low",
-        Risk::Medium => "medium",
-        Risk::High => "high",
-        Risk::Critical => "critical",
-    }
-}
-
-fn parse_risk(s: &str) -> Option<Risk> {
-    match s {
-        "low" => Some(Risk::Low),
-        "medium" => Some(Risk::Medium),
-        "high" => Some(Risk::High),
-        "critical" => Some(Risk::Critical),
-        _ => None,
-    }
-}
-
 fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
         id: r.get(0)?,
@@ -95,7 +60,7 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
         risk: r
             .get::<_, Option<String>>(6)?
             .as_deref()
-            .and_then(parse_risk),
+            .and_then(Risk::parse),
         confidence: r.get::<_, Option<f64>>(7)?.map(|c| c as f32),
         clips: r.get(8)?,
         household: r
@@ -118,7 +83,7 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
         model_risk: r
             .get::<_, Option<String>>(17)?
             .as_deref()
-            .and_then(parse_risk),
+            .and_then(Risk::parse),
         risk_note: r.get(18)?,
         interrupted: r.get(19)?,
     })
@@ -140,8 +105,15 @@ const ROWS_FREED_WHEN_FULL: u32 = 32;
 pub struct EventStore {
     conn: Mutex<Connection>,
     retention: Retention,
-    /// Recordings of events retention drops go with them.
-    clips: PathBuf,
+}
+
+/// An event just opened, and the finished videos of the events dropped to make room for it
+/// (retention, or a full database). The store knows video files only by name: the
+/// recording side deletes them (`recording::remove_videos`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub id: i64,
+    pub dropped_videos: Vec<String>,
 }
 
 impl EventStore {
@@ -149,7 +121,6 @@ impl EventStore {
         Ok(Self {
             conn: Mutex::new(store::open_in(data_dir)?),
             retention,
-            clips: data_dir.join(crate::recording::CLIPS_DIR),
         })
     }
 
@@ -157,8 +128,8 @@ impl EventStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Open an event; returns its id.
-    pub fn start(&self, camera: &str, start_us: i64) -> Result<i64, StoreError> {
+    /// Open an event; returns its id and the videos of the events dropped for it.
+    pub fn start(&self, camera: &str, start_us: i64) -> Result<Opened, StoreError> {
         let conn = self.conn();
         let insert = || {
             conn.execute(
@@ -166,6 +137,7 @@ impl EventStore {
                 params![camera, start_us, start_us / 1_000_000],
             )
         };
+        let mut dropped_videos = Vec::new();
         match insert() {
             // The disk filled (recording.min_free_mb keeps room for the database, but
             // something else may take it): the oldest events make room for the new one,
@@ -173,7 +145,7 @@ impl EventStore {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DiskFull =>
             {
-                let dropped = self.drop_oldest(&conn, ROWS_FREED_WHEN_FULL)?;
+                let dropped = self.drop_oldest(&conn, ROWS_FREED_WHEN_FULL, &mut dropped_videos)?;
                 tracing::warn!(
                     dropped,
                     "database full: the oldest events were dropped to store a new one"
@@ -185,8 +157,8 @@ impl EventStore {
             }
         }
         let id = conn.last_insert_rowid();
-        self.prune(&conn, start_us)?;
-        Ok(id)
+        self.prune(&conn, start_us, &mut dropped_videos)?;
+        Ok(Opened { id, dropped_videos })
     }
 
     /// Record a clip's result: the event keeps the most serious result (X-CLIP's risk,
@@ -211,7 +183,7 @@ impl EventStore {
         };
         let c = &r.classification;
         let old = (
-            risk.as_deref().and_then(parse_risk),
+            risk.as_deref().and_then(Risk::parse),
             conf.unwrap_or(-1.0) as f32,
         );
         let new = (c.risk, c.confidence);
@@ -234,11 +206,11 @@ impl EventStore {
                     id,
                     c.detected_action,
                     c.category,
-                    risk.map(risk_str),
+                    risk.map(Risk::as_str),
                     f64::from(c.confidence),
                     r.model,
                     r.placeholder_model,
-                    c.risk.map(risk_str),
+                    c.risk.map(Risk::as_str),
                     note
                 ],
             )?;
@@ -265,13 +237,13 @@ impl EventStore {
         let Some(model_risk) = model_risk else {
             return Ok(());
         };
-        let (risk, note) = match model_risk.as_deref().and_then(parse_risk).map(lower) {
+        let (risk, note) = match model_risk.as_deref().and_then(Risk::parse).map(lower) {
             Some((r, n)) => (Some(r), n),
             None => (None, None),
         };
         conn.execute(
             "UPDATE events SET household = ?2, risk = COALESCE(?3, risk), risk_note = ?4 WHERE id = ?1",
-            params![id, household.to_string(), risk.map(risk_str), note],
+            params![id, household.to_string(), risk.map(Risk::as_str), note],
         )?;
         Ok(())
     }
@@ -372,142 +344,64 @@ impl EventStore {
             .optional()?)
     }
 
-    /// Delete the `n` oldest events and their recordings; returns how many went.
-    fn drop_oldest(&self, conn: &Connection, n: u32) -> Result<usize, StoreError> {
-        self.delete_with_recordings(
+    /// Delete the `n` oldest events; returns how many went, their videos added to `videos`.
+    fn drop_oldest(
+        &self,
+        conn: &Connection,
+        n: u32,
+        videos: &mut Vec<String>,
+    ) -> Result<usize, StoreError> {
+        delete_returning_videos(
             conn,
             "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) \
              RETURNING video, video_state",
             params![n],
+            videos,
         )
     }
 
-    fn prune(&self, conn: &Connection, now_us: i64) -> Result<(), StoreError> {
+    fn prune(
+        &self,
+        conn: &Connection,
+        now_us: i64,
+        videos: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
         let max_age_us = i64::from(self.retention.max_age_days) * 86_400 * 1_000_000;
-        self.delete_with_recordings(
+        delete_returning_videos(
             conn,
             "DELETE FROM events WHERE start_us < ?1 OR id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?2) \
              RETURNING video, video_state",
             params![now_us - max_age_us, self.retention.max_rows],
+            videos,
         )?;
         Ok(())
     }
-
-    /// Run a `DELETE ... RETURNING video, video_state` and remove the finished recordings
-    /// of the rows it took; returns how many rows went.
-    fn delete_with_recordings(
-        &self,
-        conn: &Connection,
-        sql: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<usize, StoreError> {
-        let mut stmt = conn.prepare(sql)?;
-        let dropped = stmt
-            .query_map(args, |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = dropped.len();
-        for (file, state) in dropped {
-            // A recording still being written is not under its final name yet; the disk
-            // budget takes it later.
-            if let (Some(file), Some("complete" | "failed" | "interrupted")) =
-                (file, state.as_deref())
-            {
-                self.remove_recording(&file);
-            }
-        }
-        Ok(count)
-    }
-
-    fn remove_recording(&self, file: &str) {
-        // A name from the database, not a path: nothing outside the clips directory.
-        let plain = !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\']);
-        if !plain {
-            tracing::warn!(
-                file,
-                "event's recording name is not a plain file name: left alone"
-            );
-            return;
-        }
-        match std::fs::remove_file(self.clips.join(file)) {
-            Ok(()) => tracing::info!(file, "recording removed with its event (retention)"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(file, error = %e, "recording of a dropped event not removed"),
-        }
-    }
 }
 
-/// `nvr-edge events ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum EventsCmd {
-    /// Newest events first, as JSON.
-    List {
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-        #[arg(long)]
-        camera: Option<String>,
-    },
-    /// One event, as JSON.
-    Show { id: i64 },
-    /// Every kept event, as CSV (or JSON with --format json).
-    Export {
-        #[arg(long, default_value = "csv")]
-        format: String,
-    },
-}
-
-/// Run an events command; returns what to print and whether it was found/valid.
-pub fn run_cli(cmd: &EventsCmd, store: &EventStore) -> Result<Result<String, String>, StoreError> {
-    Ok(match cmd {
-        EventsCmd::List { limit, camera } => Ok(serde_json::to_string_pretty(
-            &store.list(*limit, camera.as_deref())?,
-        )
-        .unwrap_or_default()),
-        EventsCmd::Show { id } => match store.get(*id)? {
-            Some(e) => Ok(serde_json::to_string_pretty(&e).unwrap_or_default()),
-            None => Err(format!("no event with id {id}")),
-        },
-        EventsCmd::Export { format } => {
-            let all = store.list(u32::MAX, None)?;
-            match format.as_str() {
-                "json" => Ok(serde_json::to_string(&all).unwrap_or_default()),
-                "csv" => {
-                    let mut out = String::from(
-                        "id,camera,start_us,end_us,action,category,risk,model_risk,risk_note,confidence,clips,model,model_placeholder,video,video_state\n",
-                    );
-                    let q = |s: &Option<String>| {
-                        s.as_deref()
-                            .map(|v| format!("\"{}\"", v.replace('"', "\"\"")))
-                            .unwrap_or_default()
-                    };
-                    for e in &all {
-                        out.push_str(&format!(
-                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                            e.id,
-                            q(&Some(e.camera.clone())),
-                            e.start_us,
-                            e.end_us.map(|v| v.to_string()).unwrap_or_default(),
-                            q(&e.action),
-                            q(&e.category),
-                            e.risk.map(risk_str).unwrap_or(""),
-                            e.model_risk.map(risk_str).unwrap_or(""),
-                            q(&e.risk_note),
-                            e.confidence.map(|c| c.to_string()).unwrap_or_default(),
-                            e.clips,
-                            q(&e.model),
-                            e.model_placeholder,
-                            q(&e.video.as_ref().map(|v| v.file.clone())),
-                            e.video.as_ref().map_or("", |v| v.state.as_str()),
-                        ));
-                    }
-                    Ok(out)
-                }
-                other => Err(format!("format {other:?}: csv or json")),
-            }
+/// Run a `DELETE ... RETURNING video, video_state`; returns how many rows went, and adds
+/// to `videos` the finished videos of those rows (a video still being written is not under
+/// its final name yet: the disk budget takes it later).
+fn delete_returning_videos(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    videos: &mut Vec<String>,
+) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let dropped = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = dropped.len();
+    for (file, state) in dropped {
+        if let (Some(file), Some("complete" | "failed" | "interrupted")) = (file, state.as_deref())
+        {
+            videos.push(file);
         }
-    })
+    }
+    Ok(count)
 }

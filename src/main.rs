@@ -1,20 +1,17 @@
-//! The `nvr-edge` binary: parse the command line, load the config, hand off to the library.
+//! The `nvr-edge` binary: parse the command line and hand off to a command in `cmds/`.
 //! Exit status: 0 success, 1 failure (a self-test FAIL included), 2 bad usage or config.
 
-use std::io::{BufRead, Read};
+mod cmds;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nvr_edge::clock::SystemClock;
-use nvr_edge::config::Config;
-use nvr_edge::error_chain;
-use nvr_edge::events::{EventStore, EventsCmd};
-use nvr_edge::household::cli::HouseholdCmd;
-use nvr_edge::inference::cli::ClassifyArgs;
 use nvr_edge::telemetry::{self, LogFormat};
+
+use cmds::classify::ClassifyArgs;
+use cmds::events::EventsCmd;
+use cmds::household::HouseholdCmd;
 
 #[derive(Parser)]
 #[command(
@@ -75,141 +72,53 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Cmd::HashPin) = &cli.cmd {
-        let mut line = String::new();
-        if let Err(e) = std::io::stdin().lock().take(1024).read_line(&mut line) {
-            eprintln!("error: reading the PIN from standard input: {e}");
-            return ExitCode::from(2);
-        }
-        let pin = line.trim_end_matches(['\r', '\n']);
-        if pin.is_empty() || pin.chars().any(char::is_whitespace) {
-            eprintln!("error: give the PIN on standard input, one line without spaces (e.g. `read -rs PIN; echo \"$PIN\" | nvr-edge hash-pin`)");
-            return ExitCode::from(2);
-        }
-        println!("pin_hash = {:?}", nvr_edge::console::hash_pin(pin));
-        return ExitCode::SUCCESS;
-    }
-    if let Some(Cmd::CheckConfig { path }) = &cli.cmd {
-        return match Config::load(Some(path)) {
+    // The config, loaded and validated (exit 2 naming the key when it is wrong), then
+    // logging as it asks for; `logs` false for an interactive terminal.
+    let with_config =
+        |logs: bool, f: &dyn Fn(&nvr_edge::config::Config) -> ExitCode| match cmds::load_config(
+            cli.config.as_deref(),
+        ) {
             Ok(cfg) => {
-                println!("{}: ok ({} camera(s))", path.display(), cfg.cameras.len());
-                ExitCode::SUCCESS
+                if logs {
+                    telemetry::init(&cfg.log.filter, cli.log_format);
+                }
+                f(&cfg)
             }
-            Err(e) => config_error(&e),
+            Err(code) => code,
         };
-    }
-    let cfg = match Config::load(cli.config.as_deref()) {
-        Ok(cfg) => cfg,
-        Err(e) => return config_error(&e),
-    };
-    if let Some(Cmd::Console { socket }) = &cli.cmd {
-        let path = socket
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&cfg.console.socket));
-        return match nvr_edge::console::attach(&path) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!(
-                    "error: console socket {}: {e} (is `nvr-edge run` running, and are you root or in its group?)",
-                    path.display()
-                );
-                ExitCode::FAILURE
-            }
-        };
-    }
-    telemetry::init(&cfg.log.filter, cli.log_format);
-    if let Some(Cmd::Classify(args)) = &cli.cmd {
-        return finish(nvr_edge::inference::cli::run(args, &cfg), |e| e.exit_code());
-    }
-    if let Some(Cmd::Events(cmd)) = &cli.cmd {
-        let out = EventStore::open_in(&cfg.storage.data_dir, cfg.events.clone())
-            .and_then(|store| nvr_edge::events::run_cli(cmd, &store));
-        return match out {
-            Ok(Err(msg)) => {
-                eprintln!("error: {msg}");
-                ExitCode::from(2)
-            }
-            // What is left: the output, or a database error.
-            other => finish(other.map(Result::unwrap_or_default), |_| 1),
-        };
-    }
-    if let Some(Cmd::Household(cmd)) = &cli.cmd {
-        return finish(nvr_edge::household::cli::run(cmd, &cfg), |e| e.exit_code());
-    }
-    let clock = Arc::new(SystemClock);
-    let outcome = match (&cli.cmd, cli.self_test) {
-        (None, true) => self_test(&cfg, &cli, clock),
-        (Some(Cmd::Run), false) => nvr_edge::service::run(&cfg, clock)
-            .context("nvr-edge run")
-            .map(|()| ExitCode::SUCCESS),
+    match (&cli.cmd, cli.self_test) {
         (Some(_), true) => {
             eprintln!("error: --self-test cannot be combined with a subcommand");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-        _ => {
+        (None, true) => with_config(true, &|cfg| {
+            cmds::selftest::run(
+                cfg,
+                &cmds::selftest::Options {
+                    seconds: cli.seconds,
+                    json: cli.json,
+                    report: cli.report.as_deref(),
+                },
+            )
+        }),
+        (None, false) => {
             eprintln!("error: nothing to do: give --self-test or a subcommand (see --help)");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    outcome.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
-    })
-}
-
-fn self_test(cfg: &Config, cli: &Cli, clock: Arc<SystemClock>) -> anyhow::Result<ExitCode> {
-    let seconds = cli.seconds.unwrap_or(cfg.selftest.seconds);
-    if !(seconds.is_finite() && seconds > 0.0) {
-        eprintln!("error: --seconds must be a number > 0");
-        return Ok(ExitCode::from(2));
-    }
-    let report = nvr_edge::selftest::run(cfg, seconds, clock).context("self-test")?;
-    let json = serde_json::to_string(&report)?;
-    if let Some(path) = &cli.report {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, &json)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("writing the report to {}", path.display()))?;
-    }
-    if cli.json {
-        println!("{json}");
-    } else {
-        print!("{}", report.render_table());
-    }
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-fn config_error(e: &nvr_edge::config::ConfigError) -> ExitCode {
-    use nvr_edge::config::ConfigError;
-    match e {
-        ConfigError::Invalid { origin, problems } => {
-            eprintln!("error: invalid config {origin}:");
-            for p in problems {
-                eprintln!("  {p}");
-            }
+        (Some(Cmd::HashPin), false) => cmds::hash_pin::run(),
+        (Some(Cmd::CheckConfig { path }), false) => cmds::check_config(path),
+        (Some(Cmd::Console { socket }), false) => {
+            with_config(false, &|cfg| cmds::console::run(cfg, socket.as_deref()))
         }
-        other => eprintln!("error: {}", error_chain(other)),
-    }
-    ExitCode::from(2)
-}
-
-/// Print a command's output, or its error and the exit status the error calls for.
-fn finish<T: std::fmt::Display, E: std::error::Error>(
-    r: Result<T, E>,
-    code: impl Fn(&E) -> u8,
-) -> ExitCode {
-    match r {
-        Ok(v) => {
-            println!("{v}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
-            ExitCode::from(code(&e))
-        }
+        (Some(Cmd::Run), false) => with_config(true, &cmds::run::run),
+        (Some(Cmd::Classify(args)), false) => with_config(true, &|cfg| {
+            cmds::finish(cmds::classify::run(args, cfg), |e| e.exit_code())
+        }),
+        (Some(Cmd::Events(cmd)), false) => with_config(true, &|cfg| {
+            cmds::finish(cmds::events::run(cmd, cfg), |e| e.exit_code())
+        }),
+        (Some(Cmd::Household(cmd)), false) => with_config(true, &|cfg| {
+            cmds::finish(cmds::household::run(cmd, cfg), |e| e.exit_code())
+        }),
     }
 }

@@ -7,42 +7,7 @@
 //! moving frames in a row and stops after `stop_frames` still ones. Masked regions (polygons
 //! in frame-relative coordinates: a swaying tree, a busy street) never count.
 
-use serde::{Deserialize, Serialize};
-
-/// Motion settings (`[motion]`, per camera overridable later).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MotionConfig {
-    /// Frames per second the gate looks at (it skips the rest).
-    pub analysis_fps: f64,
-    /// Luma difference (0-255) from the background that counts as changed.
-    pub pixel_threshold: u8,
-    /// Fraction of (unmasked) pixels that must change.
-    pub min_changed_fraction: f64,
-    /// Fraction of the frame the changed pixels' bounding box must cover.
-    pub min_area_fraction: f64,
-    pub start_frames: u32,
-    pub stop_frames: u32,
-    /// Background adaptation per analysed frame (0-1): higher forgets faster.
-    pub background_rate: f64,
-    /// Polygons to ignore, each a list of [x, y] in 0..1 of the frame.
-    pub masks: Vec<Vec<[f64; 2]>>,
-}
-
-impl Default for MotionConfig {
-    fn default() -> Self {
-        Self {
-            analysis_fps: 5.0,
-            pixel_threshold: 25,
-            min_changed_fraction: 0.005,
-            min_area_fraction: 0.002,
-            start_frames: 2,
-            stop_frames: 10,
-            background_rate: 0.05,
-            masks: Vec::new(),
-        }
-    }
-}
+use crate::config::MotionConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MotionError {

@@ -22,8 +22,9 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::config::RecordingConfig;
 use crate::events::EventStore;
 use crate::ring::{FrameBatch, FrameFormat, FrameMeta, FrameRing};
 
@@ -34,37 +35,6 @@ const FRAMES_PER_COPY: usize = 8;
 /// Offsets in the fixed header written by [`AviWriter`] (see `write_header`).
 const MOVI_LIST_AT: u64 = 212;
 const FIRST_CHUNK_AT: u64 = MOVI_LIST_AT + 12;
-
-/// `[recording]`: video files of events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RecordingConfig {
-    pub enabled: bool,
-    /// Seconds of ring history before the event's start that go into its file.
-    pub pre_secs: f64,
-    /// Seconds after the event's end that go into its file.
-    pub post_secs: f64,
-    /// Longest recording (an event that lasts longer gets its first max_secs).
-    pub max_secs: f64,
-    /// Most MiB the clips directory may hold; the oldest recordings go first.
-    pub disk_budget_mb: u64,
-    /// MiB the data directory's filesystem keeps free: videos never eat into it (the
-    /// database's room to grow); the oldest recordings go first to keep it.
-    pub min_free_mb: u64,
-}
-
-impl Default for RecordingConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            pre_secs: 5.0,
-            post_secs: 5.0,
-            max_secs: 120.0,
-            disk_budget_mb: 2048,
-            min_free_mb: 256,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -422,9 +392,30 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Where recordings live, under the data directory (the event store removes the files of
-/// events its retention drops).
+/// Where recordings live, under the data directory.
 pub const CLIPS_DIR: &str = "clips";
+
+/// Remove the videos of events the store dropped (`events::Opened::dropped_videos`) from
+/// the clips directory `dir`. Names come from the database: anything that is not a plain
+/// file name is left alone, so nothing outside the directory can be touched.
+pub fn remove_videos(dir: &Path, names: &[String]) {
+    for file in names {
+        let file = file.as_str();
+        let plain = !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\']);
+        if !plain {
+            tracing::warn!(
+                file,
+                "event's recording name is not a plain file name: left alone"
+            );
+            continue;
+        }
+        match fs::remove_file(dir.join(file)) {
+            Ok(()) => tracing::info!(file, "recording removed with its event (retention)"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file, error = %e, "recording of a dropped event not removed"),
+        }
+    }
+}
 
 /// The clips directory of `data_dir` when recording is enabled, after cleaning up what a
 /// previous process left half written. A directory that cannot be used turns recording

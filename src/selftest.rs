@@ -19,6 +19,7 @@ use crate::capture::open_source;
 use crate::clock::Clock;
 use crate::config::CameraConfig;
 use crate::config::Config;
+use crate::config::RecordingConfig;
 use crate::error_chain;
 use crate::events::EventStore;
 use crate::household::{vectors, GallerySet, Household, Matrix};
@@ -26,7 +27,7 @@ use crate::inference::text_cache::configured_prompts;
 use crate::inference::{ClipRequest, ModelInfo, ServiceConfig, WhenFull, XclipModel, XclipService};
 use crate::memory::{self, Arena, MemoryError, ProcessMemory, MIB};
 use crate::pipeline::{CameraReport, Pipeline, PipelineError};
-use crate::recording::{ClipDir, RecordingConfig};
+use crate::recording::ClipDir;
 use crate::ring::FrameBatch;
 use crate::ring::{FrameFormat, FrameMeta, FrameRing, RingConfig, RingError};
 
@@ -815,8 +816,8 @@ fn worst_of<R, E>(n: usize, mut f: impl FnMut() -> Result<R, E>) -> Result<(f64,
 /// on frames showing a face, and a plate read back. Models that are not installed give no
 /// rows unless `identity.required`: the header line says what is off and why.
 fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
-    use crate::inference::face::FaceEmbedder;
-    use crate::inference::plates::PlateReader;
+    use crate::inference::identity::face::FaceEmbedder;
+    use crate::inference::identity::plates::PlateReader;
     let c = &cfg.identity;
     if !c.enabled {
         return (Vec::new(), Some("off ([identity] enabled = false)".into()));
@@ -882,7 +883,10 @@ fn identity_checks(cfg: &Config) -> (Vec<Check>, Option<String>) {
 }
 
 /// Read the built-in plate picture a few times: cost, and whether the text comes back.
-fn plate_checks(cfg: &Config, reader: &crate::inference::plates::PlateReader) -> Vec<Check> {
+fn plate_checks(
+    cfg: &Config,
+    reader: &crate::inference::identity::plates::PlateReader,
+) -> Vec<Check> {
     let t = &cfg.targets;
     let failed = |e: String| {
         vec![Check::failed("plate_read_ms", Op::AtMost, t.plate_read_ms, "ms").detail(e)]
@@ -916,10 +920,10 @@ fn plate_checks(cfg: &Config, reader: &crate::inference::plates::PlateReader) ->
 /// Face rows: the detector on a test scene, the embedder, and the identity path's rate.
 fn face_checks(
     cfg: &Config,
-    embedder: crate::inference::face::FaceEmbedder,
+    embedder: crate::inference::identity::face::FaceEmbedder,
     memory: &mut Vec<(&'static str, Option<i64>)>,
 ) -> (Vec<Check>, String) {
-    use crate::inference::face::{FaceDetector, FaceFilter, FaceObserver};
+    use crate::inference::identity::face::{FaceDetector, FaceFilter, FaceObserver};
     let c = &cfg.identity;
     let t = &cfg.targets;
     let (detector, kept) = memory::kept_by(FaceDetector::builtin);
@@ -994,7 +998,7 @@ fn face_checks(
     let Some(f) = faces.first() else {
         return (rows, describe);
     };
-    let aligned = crate::inference::face::align(&scene, f);
+    let aligned = crate::inference::identity::face::align(&scene, f);
     match worst_of(3, || embedder.embed(&[aligned.clone(), aligned.clone()])) {
         Ok((ms, _)) => rows.push(
             Check::new("face_embed_ms", None, ms, Op::AtMost, t.face_embed_ms, "ms")
@@ -1010,8 +1014,9 @@ fn face_checks(
     }
     // People first, as the recorder runs them: the detector's cost on the same scene.
     let objects = if c.detector {
-        let (objects, kept) =
-            memory::kept_by(|| crate::inference::detect::ObjectDetector::load(&c.models_dir));
+        let (objects, kept) = memory::kept_by(|| {
+            crate::inference::identity::detect::ObjectDetector::load(&c.models_dir)
+        });
         memory.push(("nanodet", kept));
         match objects {
             Ok(mut d) => {
@@ -1045,17 +1050,13 @@ fn face_checks(
         None
     };
     // The whole identity path on JPEG frames, as the recorder runs it on a clip window.
-    let observer = crate::inference::observer::ModelsObserver {
+    let observer = crate::inference::identity::observer::ModelsObserver {
         objects,
         plates_without_vehicle: true,
         faces: Some(FaceObserver::new(
             detector,
             embedder,
-            FaceFilter {
-                min_eye_distance_px: c.min_eye_distance_px,
-                min_sharpness: c.min_sharpness,
-                max_faces_per_frame: c.max_faces_per_frame as usize,
-            },
+            FaceFilter::from_config(c),
         )),
         plates: None,
         plate_frames: 0,
@@ -1073,17 +1074,17 @@ fn face_checks(
     let batch = FrameBatch::still_jpeg(&jpeg, 640, 480, IDENTITY_FRAMES);
     let mut obs = Vec::new();
     let t0 = Instant::now();
-    let r = crate::household::identity::Observer::observe(&observer, &batch, &mut obs);
+    let r = crate::inference::identity::Observer::observe(&observer, &batch, &mut obs);
     let secs = t0.elapsed().as_secs_f64();
     let persons = obs
         .iter()
-        .filter(|o| matches!(o, crate::household::identity::Observation::Person { .. }))
+        .filter(|o| matches!(o, crate::inference::identity::Observation::Person { .. }))
         .count();
     rows.push(match r {
         Ok(()) => Check::new("identity_fps", None, IDENTITY_FRAMES as f64 / secs, Op::AtLeast, t.identity_fps, "fps").detail(format!(
             "{IDENTITY_FRAMES} JPEG frames through decode, people detection, face detection, alignment and embedding: {persons} face embeddings"
         )),
-        Err(e) => Check::failed("identity_fps", Op::AtLeast, t.identity_fps, "fps").detail(e),
+        Err(e) => Check::failed("identity_fps", Op::AtLeast, t.identity_fps, "fps").detail(crate::error_chain(&e)),
     });
     (rows, describe)
 }

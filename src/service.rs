@@ -301,17 +301,44 @@ fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, Mo
     }
 }
 
+/// Why identity is off although `[identity]` asks for it.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityLoadError {
+    #[error(transparent)]
+    Models(#[from] crate::inference::identity::ModelError),
+    #[error("household")]
+    Household(#[from] crate::household::HouseholdError),
+}
+
+/// The identity models of `[identity]` and the household they are matched against.
+/// `Ok(None)`: identity is off in the config.
+pub fn load_identity(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<IdentityDeps>, IdentityLoadError> {
+    if !cfg.identity.enabled {
+        return Ok(None);
+    }
+    let observer = crate::inference::identity::load_observer(&cfg.identity)?;
+    let household = Household::open_in(&cfg.storage.data_dir, cfg.household.clone(), clock)?;
+    Ok(Some(IdentityDeps {
+        observer: Arc::new(observer),
+        household: Arc::new(household),
+        cfg: cfg.identity.clone(),
+    }))
+}
+
 impl Appliance {
     /// Start everything `cfg` asks for, the identity models included when installed.
     pub fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
-        let identity = match crate::household::identity::load(cfg, clock.clone()) {
+        let identity = match load_identity(cfg, clock.clone()) {
             Ok(Some(i)) => {
                 tracing::info!(models = %i.observer.describe(), "identity models loaded");
                 Some(Arc::new(i))
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "identity models not loaded: events name nobody");
+                tracing::warn!(error = %crate::error_chain(&e), "identity models not loaded: events name nobody");
                 None
             }
         };

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
-use nvr_edge::events::{EventStore, Retention};
+use nvr_edge::config::Retention;
+use nvr_edge::events::EventStore;
 use nvr_edge::service::Appliance;
 
 fn config(data: &std::path::Path, camera: &str) -> Config {
@@ -172,7 +173,7 @@ fn events_are_kept_within_the_retention_limits() {
     .unwrap();
     let day_us = 86_400_000_000i64;
     let t0 = 1_800_000_000_000_000i64;
-    let old = store.start("a", t0).unwrap();
+    let old = store.start("a", t0).unwrap().id;
     for i in 1..=8 {
         store.start("a", t0 + 2 * day_us + i).unwrap();
     }

@@ -5,9 +5,8 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nvr_edge::console::{
-    hash_pin, serve, Backend, ConsoleConfig, Input, LineReader, Lockout, Session,
-};
+use nvr_edge::config::ConsoleConfig;
+use nvr_edge::console::{hash_pin, serve, Backend, Input, LineReader, Lockout, Session};
 use proptest::prelude::*;
 
 struct Pty {

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nvr_edge::inference::face::{align, sharpness, FaceDetector, FaceEmbedder};
+use nvr_edge::inference::identity::face::{align, sharpness, FaceDetector, FaceEmbedder};
 
 fn photo(name: &str) -> image::RgbImage {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -152,7 +152,7 @@ fn the_same_man_in_two_photos_matches_and_another_man_does_not() {
 
 #[test]
 fn people_are_found_in_real_photos_and_not_in_pictures_without_any() {
-    use nvr_edge::inference::detect::ObjectDetector;
+    use nvr_edge::inference::identity::detect::ObjectDetector;
     let d = ObjectDetector::load(&models_dir()).unwrap();
     assert_eq!(d.manifest.weights, "real");
     let f = FaceDetector::builtin().unwrap();
@@ -189,7 +189,7 @@ fn people_are_found_in_real_photos_and_not_in_pictures_without_any() {
 
 #[test]
 fn the_people_detector_agrees_with_onnxruntime() {
-    use nvr_edge::inference::detect::ObjectDetector;
+    use nvr_edge::inference::identity::detect::ObjectDetector;
     let d = ObjectDetector::load(&models_dir()).unwrap();
     let got: Vec<f32> = d
         .raw_outputs(&seeded_input(3 * 416 * 416))

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nvr_edge::clock::{ManualClock, SystemClock};
+use nvr_edge::config::IdentityConfig;
 use nvr_edge::config::{Config, HouseholdSection};
-use nvr_edge::household::identity::{
-    EventIdentity, Identified, IdentityConfig, Observation, Observer,
-};
+use nvr_edge::household::identity::{EventIdentity, Identified};
 use nvr_edge::household::{Household, NewVehicle, Role, Schedule};
+use nvr_edge::inference::identity::{ModelError, Observation, Observer};
 use nvr_edge::inference::Risk;
 use nvr_edge::ring::FrameBatch;
 
@@ -211,7 +211,7 @@ impl Observer for Shows {
     fn describe(&self) -> String {
         "test observer (fixed embedding)".into()
     }
-    fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), String> {
+    fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), ModelError> {
         for (m, _) in frames.iter() {
             out.push(person(m.ts_us, self.0.clone()));
         }
@@ -436,7 +436,7 @@ impl Observer for Slow {
     fn describe(&self) -> String {
         "test observer (1.5 s per window)".into()
     }
-    fn observe(&self, _: &FrameBatch, _: &mut Vec<Observation>) -> Result<(), String> {
+    fn observe(&self, _: &FrameBatch, _: &mut Vec<Observation>) -> Result<(), ModelError> {
         std::thread::sleep(Duration::from_millis(1500));
         Ok(())
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use nvr_edge::capture::open_source;
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
-use nvr_edge::motion::{MotionConfig, MotionGate};
+use nvr_edge::config::MotionConfig;
+use nvr_edge::motion::MotionGate;
 
 fn frames(n: usize) -> Vec<Vec<u8>> {
     let cfg = Config::from_toml_str(

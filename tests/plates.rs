@@ -9,7 +9,7 @@ use std::sync::Arc;
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::HouseholdSection;
 use nvr_edge::household::{Household, NewVehicle, VehicleMatch, VehicleMatchKind, VehicleProbe};
-use nvr_edge::inference::plates::PlateReader;
+use nvr_edge::inference::identity::plates::PlateReader;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,7 +50,7 @@ fn a_rendered_plate_is_read() {
 
 #[test]
 fn plates_that_are_not_plates_are_not_taken_for_plates() {
-    use nvr_edge::inference::plates::TextRead;
+    use nvr_edge::inference::identity::plates::TextRead;
     let read = |text: &str| TextRead {
         bbox: [0.0; 4],
         text: text.into(),

@@ -7,8 +7,9 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use nvr_edge::events::{EventStore, Retention};
-use nvr_edge::recording::{open_clips, AviWriter, ClipDir, Recorder, RecordingConfig};
+use nvr_edge::config::{RecordingConfig, Retention};
+use nvr_edge::events::EventStore;
+use nvr_edge::recording::{open_clips, remove_videos, AviWriter, ClipDir, Recorder};
 use nvr_edge::ring::{FrameFormat, FrameMeta, FrameRing, RingConfig};
 
 const FPS: i64 = 10;
@@ -98,7 +99,7 @@ fn an_event_is_recorded_from_pre_roll_to_post_roll_and_players_read_every_frame(
     for i in 0..=100 {
         push(&ring, i, &jpeg(i, 160, 120), 160, 120);
     }
-    let id = s.events.start("porch", 1_700_000_000_000_000).unwrap();
+    let id = s.events.start("porch", 1_700_000_000_000_000).unwrap().id;
     rec.begin(&ring, id, 100 * STEP_US, 1_700_000_000_000_000)
         .unwrap();
     rec.pump(&ring);
@@ -169,7 +170,7 @@ fn a_new_event_during_the_post_roll_ends_the_previous_video_without_repeating_fr
     for i in 0..=50 {
         push(&ring, i, &jpeg(i, 64, 48), 64, 48);
     }
-    let a = s.events.start("gate", 1).unwrap();
+    let a = s.events.start("gate", 1).unwrap().id;
     rec.begin(&ring, a, 50 * STEP_US, 1).unwrap();
     for i in 51..=60 {
         push(&ring, i, &jpeg(i, 64, 48), 64, 48);
@@ -178,7 +179,7 @@ fn a_new_event_during_the_post_roll_ends_the_previous_video_without_repeating_fr
     rec.end(a, 60 * STEP_US);
     // New motion at 6.1 s, while the first video is in its post-roll.
     push(&ring, 61, &jpeg(61, 64, 48), 64, 48);
-    let b = s.events.start("gate", 2).unwrap();
+    let b = s.events.start("gate", 2).unwrap().id;
     rec.begin(&ring, b, 61 * STEP_US, 2).unwrap();
     let first = rec.stats.last.clone().unwrap();
     // 2.0 s .. 6.0 s: the pump before the new event copied up to frame 60.
@@ -214,7 +215,7 @@ fn a_long_event_is_recorded_up_to_max_secs() {
     let mut rec = Recorder::new(cfg, "yard", FPS as f64, s.clips.clone(), s.events.clone());
     let frame = jpeg(0, 32, 32);
     push(&ring, 0, &frame, 32, 32);
-    let id = s.events.start("yard", 1).unwrap();
+    let id = s.events.start("yard", 1).unwrap().id;
     rec.begin(&ring, id, 0, 1).unwrap();
     for i in 1..=100 {
         push(&ring, i, &frame, 32, 32);
@@ -242,7 +243,7 @@ fn the_disk_budget_deletes_the_oldest_videos_first_and_their_events_say_so() {
     let mut seq = 0;
     for n in 0..4 {
         push(&ring, seq, &payload, 64, 64);
-        let id = s.events.start("drive", n).unwrap();
+        let id = s.events.start("drive", n).unwrap().id;
         rec.begin(&ring, id, seq as i64 * STEP_US, n).unwrap();
         for _ in 0..4 {
             seq += 1;
@@ -275,7 +276,7 @@ fn what_a_crash_leaves_half_written_is_removed_at_start_and_its_event_marked() {
     let clips = tmp.path().join("clips");
     std::fs::create_dir_all(&clips).unwrap();
     let events = EventStore::open_in(tmp.path(), Retention::default()).unwrap();
-    let id = events.start("porch", 5).unwrap();
+    let id = events.start("porch", 5).unwrap().id;
     events.video_started(id, "porch_5_000001.avi").unwrap();
     // The process dies with frames written but no index and no rename.
     let mut w = AviWriter::create(&clips.join("porch_5_000001.avi"), 32, 32, 10).unwrap();
@@ -331,7 +332,7 @@ fn retention_removes_the_recordings_of_the_events_it_drops() {
     )
     .unwrap();
     let t0 = 1_800_000_000_000_000i64;
-    let first = events.start("cam", t0).unwrap();
+    let first = events.start("cam", t0).unwrap().id;
     std::fs::write(clips.join("first.avi"), b"RIFF").unwrap();
     events.video_started(first, "first.avi").unwrap();
     events.video_finished(first, 10, 4).unwrap();
@@ -340,14 +341,22 @@ fn retention_removes_the_recordings_of_the_events_it_drops() {
         events.get(first).unwrap().is_none(),
         "retention kept one row"
     );
+    // The store names the dropped videos; the recording side removes them.
+    assert_eq!(second.dropped_videos, ["first.avi"]);
+    remove_videos(&clips, &second.dropped_videos);
     assert!(
         !clips.join("first.avi").exists(),
         "the dropped event's recording is gone"
     );
+    // A name that is not a plain file name is never followed out of the directory.
+    std::fs::write(tmp.path().join("outside.avi"), b"RIFF").unwrap();
+    remove_videos(&clips, &["../outside.avi".to_string()]);
+    assert!(tmp.path().join("outside.avi").exists());
     // Still recording when its event is dropped: left for the disk budget.
     std::fs::write(clips.join("second.avi.part"), b"RIFF").unwrap();
-    events.video_started(second, "second.avi").unwrap();
-    events.start("cam", t0 + 2_000_000).unwrap();
-    assert!(events.get(second).unwrap().is_none());
+    events.video_started(second.id, "second.avi").unwrap();
+    let third = events.start("cam", t0 + 2_000_000).unwrap();
+    assert!(events.get(second.id).unwrap().is_none());
+    assert!(third.dropped_videos.is_empty());
     assert!(clips.join("second.avi.part").exists());
 }

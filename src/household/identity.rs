@@ -14,104 +14,17 @@
 //! their schedule, an uncertain match or an untrusted vehicle lowers nothing; the event
 //! records them anyway.
 
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{
     Household, PersonMatch, Role, ScheduleStatus, VehicleMatch, VehicleMatchKind, VehicleProbe,
 };
+use crate::config::IdentityConfig;
+use crate::inference::identity::{Observation, Observer};
 use crate::inference::Risk;
-use crate::ring::FrameBatch;
 
 /// Distinct identities one event tracks; more are counted, not kept (bounded memory).
 const MAX_TRACKED: usize = 16;
-
-/// `[identity]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdentityConfig {
-    /// Run the identity models on events (when they are installed).
-    pub enabled: bool,
-    /// Fail the self-test when the models are missing (devices that ship them).
-    pub required: bool,
-    /// Directory with mobilefacenet.onnx and mobilefacenet.json (models/identity/fetch.py);
-    /// the face detector is built in.
-    pub models_dir: PathBuf,
-    /// Faces with eyes closer than this (frame pixels) are too small to embed.
-    pub min_eye_distance_px: f32,
-    /// Aligned faces less sharp than this (variance of the Laplacian) are skipped.
-    pub min_sharpness: f32,
-    pub max_faces_per_frame: u32,
-    /// Find people and vehicles first (NanoDet, from models_dir): faces are searched only
-    /// inside people, plates inside vehicles.
-    pub detector: bool,
-    /// Score a person or vehicle detection needs.
-    pub min_object_score: f32,
-    /// With the detector on and no vehicle found in a frame, read plates in the whole frame
-    /// anyway (cameras aimed at a gate see plates of cars they cannot see whole).
-    pub plates_without_vehicle: bool,
-    /// Read licence plates (PP-OCRv4, from models_dir) for the vehicle matcher.
-    pub plates: bool,
-    /// Frames of each clip window the plate reader sees (evenly spaced).
-    pub plate_frames_per_window: u32,
-    /// Frames (of the event's clip windows) in which the same member or vehicle must match
-    /// before the event names them.
-    pub min_agreeing_frames: u32,
-    /// Risk levels a matched member lowers an event by.
-    pub member_lowers_by: u8,
-    /// Risk levels a trusted vehicle lowers an event by.
-    pub trusted_vehicle_lowers_by: u8,
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            required: false,
-            models_dir: PathBuf::from("models/identity"),
-            min_eye_distance_px: 12.0,
-            min_sharpness: 20.0,
-            max_faces_per_frame: 4,
-            detector: true,
-            min_object_score: 0.4,
-            plates_without_vehicle: true,
-            plates: true,
-            plate_frames_per_window: 2,
-            min_agreeing_frames: 2,
-            member_lowers_by: 2,
-            trusted_vehicle_lowers_by: 1,
-        }
-    }
-}
-
-/// What the identity models saw in one frame of a window.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observation {
-    Person {
-        /// Capture time of the frame: agreement counts distinct frames.
-        ts_us: i64,
-        /// The embedder's id (its sha256): only rows enrolled with the same model compare.
-        model_id: String,
-        embedding: Vec<f32>,
-    },
-    Vehicle {
-        ts_us: i64,
-        plate: Option<String>,
-        embedding: Option<(String, Vec<f32>)>,
-    },
-    /// Something the models saw but could not use (a tiny or blurry face, a frame that
-    /// does not decode): counted, never matched.
-    Skipped { ts_us: i64, why: &'static str },
-}
-
-/// The identity models, as the analysis sees them.
-pub trait Observer: Send + Sync {
-    /// Models behind it, for events and reports (and whether their weights are real).
-    fn describe(&self) -> String;
-    /// Append what is seen in `frames` to `out`.
-    fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), String>;
-}
 
 /// The identity models and the household they are matched against, as the analysis
 /// gets them.
@@ -119,82 +32,6 @@ pub struct IdentityDeps {
     pub observer: std::sync::Arc<dyn Observer>,
     pub household: std::sync::Arc<Household>,
     pub cfg: IdentityConfig,
-}
-
-/// Load the face models of `[identity]` and open the household. `Ok(None)`: identity is
-/// off in the config. An error says what is missing; the caller runs without identity.
-pub fn load(
-    cfg: &crate::config::Config,
-    clock: std::sync::Arc<dyn crate::clock::Clock>,
-) -> Result<Option<IdentityDeps>, String> {
-    use crate::inference::detect::ObjectDetector;
-    use crate::inference::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
-    use crate::inference::observer::ModelsObserver;
-    use crate::inference::plates::PlateReader;
-    let c = &cfg.identity;
-    if !c.enabled {
-        return Ok(None);
-    }
-    let mut missing = Vec::new();
-    let faces = match FaceEmbedder::load(&c.models_dir) {
-        Ok(embedder) => {
-            let detector = FaceDetector::builtin().map_err(|e| e.to_string())?;
-            let filter = FaceFilter {
-                min_eye_distance_px: c.min_eye_distance_px,
-                min_sharpness: c.min_sharpness,
-                max_faces_per_frame: c.max_faces_per_frame as usize,
-            };
-            Some(FaceObserver::new(detector, embedder, filter))
-        }
-        Err(e) => {
-            missing.push(format!("faces: {e}"));
-            None
-        }
-    };
-    let plates = if c.plates {
-        match PlateReader::load(&c.models_dir) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                missing.push(format!("plates: {e}"));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let objects = if c.detector {
-        match ObjectDetector::load(&c.models_dir) {
-            Ok(mut d) => {
-                d.min_score = c.min_object_score;
-                Some(d)
-            }
-            Err(e) => {
-                missing.push(format!("people/vehicles: {e}"));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if faces.is_none() && plates.is_none() {
-        return Err(missing.join("; "));
-    }
-    for m in &missing {
-        tracing::warn!(missing = %m, "identity model not loaded");
-    }
-    let household = Household::open_in(&cfg.storage.data_dir, cfg.household.clone(), clock)
-        .map_err(|e| crate::error_chain(&e))?;
-    Ok(Some(IdentityDeps {
-        observer: std::sync::Arc::new(ModelsObserver {
-            objects,
-            plates_without_vehicle: c.plates_without_vehicle,
-            faces,
-            plates,
-            plate_frames: c.plate_frames_per_window as usize,
-        }),
-        household: std::sync::Arc::new(household),
-        cfg: c.clone(),
-    }))
 }
 
 /// Someone or something of the household, seen in an event.

@@ -7,7 +7,7 @@
 //! never sees half of one. Every write is one transaction, validated before it starts:
 //! bad input leaves the database as it was.
 
-pub mod cli;
+pub mod enrol;
 pub mod gallery;
 pub mod identity;
 pub mod plates;

@@ -6,17 +6,8 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 
-/// Little-endian f32 bytes, the blob format of every embedding column.
-pub fn to_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Inverse of [`to_blob`]; a trailing partial value is ignored (callers check lengths).
-pub fn from_blob(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
+/// The blob format lives with the store, which the text-embedding cache shares.
+pub use crate::store::{from_blob, to_blob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorFileError {

@@ -2,13 +2,9 @@
 //! ONNX graphs, prompt categories, cached text embeddings and the bounded inference
 //! service. Model contracts and design notes: `docs/architecture.md`.
 
-pub mod cli;
-pub mod detect;
-pub mod face;
-pub mod observer;
+pub mod identity;
 pub mod onnx;
 pub mod ops;
-pub mod plates;
 pub mod preprocess;
 pub mod prompts;
 pub mod resample;

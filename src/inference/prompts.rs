@@ -2,28 +2,9 @@
 //! can act on: the best prompt, its category and risk when confident enough, the top few,
 //! and every score (raw logit and probability) for diagnostics.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// How bad an action is, as the events and notifications downstream rank it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-/// One configured category (`[[xclip.categories]]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Category {
-    pub name: String,
-    pub risk: Risk,
-    /// Softmax probability (over all prompts) the best prompt needs for the category to count.
-    pub threshold: f32,
-    pub prompts: Vec<String>,
-}
+pub use crate::config::{Category, Risk};
 
 /// The flat prompt list the model scores, and which category each belongs to.
 #[derive(Debug, Clone)]

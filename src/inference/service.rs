@@ -13,21 +13,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::onnx::GraphThreads;
 use super::preprocess::{ClipStats, Preprocessor};
 use super::prompts::{Classification, PromptSet};
 use super::xclip::XclipModel;
 use super::XclipError;
+pub use crate::config::WhenFull;
 use crate::ring::FrameBatch;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    ReplaceOldest,
-    Refuse,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceConfig {

@@ -8,7 +8,7 @@ use super::prompts::PromptSet;
 use super::tokenizer::ClipTokenizer;
 use super::xclip::XclipModel;
 use super::XclipError;
-use crate::household::vectors::{from_blob, to_blob};
+use crate::store::{from_blob, to_blob};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct EmbedStats {

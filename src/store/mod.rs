@@ -156,3 +156,15 @@ pub fn integrity_check(conn: &Connection) -> Result<Result<(), String>, StoreErr
         Err(rows.join("; "))
     })
 }
+
+/// Little-endian f32 bytes, the blob format of every embedding column.
+pub fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Inverse of [`to_blob`]; a trailing partial value is ignored (callers check lengths).
+pub fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}

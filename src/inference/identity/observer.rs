@@ -1,4 +1,4 @@
-//! The identity models as the analysis sees them (`household::identity::Observer`): each
+//! The identity models as the analysis sees them (an [`Observer`]): each
 //! frame of a clip window is decoded once; NanoDet finds the people and vehicles in it;
 //! faces are searched inside the people (and embedded), plates inside the vehicles (or in
 //! the whole frame when none is found and `plates_without_vehicle` says so: cameras aimed
@@ -9,7 +9,7 @@ use image::RgbImage;
 use super::detect::{Detection, ObjectDetector};
 use super::face::FaceObserver;
 use super::plates::PlateReader;
-use crate::household::identity::{Observation, Observer};
+use super::{ModelError, Observation, Observer};
 use crate::ring::FrameBatch;
 
 /// People and vehicles searched per frame, at most (strongest first).
@@ -33,10 +33,10 @@ impl ModelsObserver {
         ts_us: i64,
         read_plates: bool,
         out: &mut Vec<Observation>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ModelError> {
         let boxes: Option<Vec<Detection>> = match &self.objects {
             Some(d) if self.faces.is_some() || (self.plates.is_some() && read_plates) => {
-                Some(d.detect(img).map_err(|e| e.to_string())?)
+                Some(d.detect(img)?)
             }
             _ => None,
         };
@@ -53,12 +53,10 @@ impl ModelsObserver {
             match regions(Detection::is_person) {
                 Some(people) => {
                     for p in &people {
-                        f.observe_image(p, ts_us, out).map_err(|e| e.to_string())?;
+                        f.observe_image(p, ts_us, out)?;
                     }
                 }
-                None => f
-                    .observe_image(img, ts_us, out)
-                    .map_err(|e| e.to_string())?,
+                None => f.observe_image(img, ts_us, out)?,
             }
         }
         if let (Some(p), true) = (&self.plates, read_plates) {
@@ -69,7 +67,7 @@ impl ModelsObserver {
                 _ => vec![img],
             };
             for area in areas {
-                for read in p.read(area).map_err(|e| e.to_string())? {
+                for read in p.read(area)? {
                     if let Some(plate) = read.plate() {
                         out.push(Observation::Vehicle {
                             ts_us,
@@ -118,7 +116,7 @@ impl Observer for ModelsObserver {
         parts.join("; ")
     }
 
-    fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), String> {
+    fn observe(&self, frames: &FrameBatch, out: &mut Vec<Observation>) -> Result<(), ModelError> {
         let plate_at: Vec<usize> =
             crate::ring::linspace_indices(frames.len(), self.plate_frames).collect();
         for (i, (meta, bytes)) in frames.iter().enumerate() {

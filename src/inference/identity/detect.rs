@@ -13,8 +13,8 @@ use std::path::Path;
 use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
-use super::face::{as_f32, iou, read_verified, IdentityManifest, ModelError};
-use super::onnx::{build, Expect, LoadError, Plan};
+use super::{as_f32, iou, read_verified, IdentityManifest, ModelError};
+use crate::inference::onnx::{build, Expect, LoadError, Plan};
 
 const SIZE: usize = 416;
 const CLASSES: usize = 80;

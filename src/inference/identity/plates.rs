@@ -19,8 +19,8 @@ use std::path::Path;
 use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
-use super::face::{as_f32, ModelError};
-use super::onnx::{build_fixed, sha256_hex, Expect, LoadError, Plan};
+use super::{as_f32, ModelError};
+use crate::inference::onnx::{build_fixed, sha256_hex, Expect, LoadError, Plan};
 
 const DET_W: usize = 640;
 const DET_H: usize = 480;

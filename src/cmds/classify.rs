@@ -8,13 +8,13 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
-use super::text_cache::prompt_embeddings;
-use super::{
+use nvr_edge::config::Config;
+use nvr_edge::inference::text_cache::prompt_embeddings;
+use nvr_edge::inference::{
     ClipRequest, ClipTokenizer, PromptSet, ServiceConfig, WhenFull, XclipError, XclipModel,
     XclipService,
 };
-use crate::config::Config;
-use crate::ring::{FrameBatch, FrameFormat, FrameMeta};
+use nvr_edge::ring::{FrameBatch, FrameFormat, FrameMeta};
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -57,10 +57,10 @@ pub fn run(args: &ClassifyArgs, cfg: &Config) -> Result<serde_json::Value, Class
     };
     let mut batch = FrameBatch::default();
     for (i, f) in args.frames.iter().enumerate() {
-        let bytes = crate::fsio::read_regular(f, crate::fsio::MAX_IMAGE_BYTES)
+        let bytes = nvr_edge::fsio::read_regular(f, nvr_edge::fsio::MAX_IMAGE_BYTES)
             .map_err(|e| input(f, e.to_string()))?;
         // A header that claims more pixels than any frame is refused before decoding.
-        crate::fsio::image_size_checked(f, &bytes).map_err(|e| input(f, e.to_string()))?;
+        nvr_edge::fsio::image_size_checked(f, &bytes).map_err(|e| input(f, e.to_string()))?;
         let meta = FrameMeta {
             seq: i as u64,
             ts_us: i as i64,
@@ -72,7 +72,7 @@ pub fn run(args: &ClassifyArgs, cfg: &Config) -> Result<serde_json::Value, Class
     }
     let prompts = match &args.prompts {
         Some(p) => {
-            let text = crate::fsio::read_regular_string(p, crate::fsio::MAX_CONFIG_BYTES)
+            let text = nvr_edge::fsio::read_regular_string(p, nvr_edge::fsio::MAX_CONFIG_BYTES)
                 .map_err(|e| input(p, e.to_string()))?;
             let lines: Vec<String> = text
                 .lines()

@@ -17,13 +17,13 @@
 use std::path::{Path, PathBuf};
 
 use image::{imageops::FilterType, RgbImage};
-use serde::Deserialize;
 use tract_onnx::prelude::*;
 
-use super::onnx::{build, sha256_hex, Expect, LoadError, Plan};
+use super::{as_f32, iou, manifest, read_verified, IdentityManifest, ModelError, Observation};
+use crate::inference::onnx::{build, Expect, Plan};
 
-const DETECTOR_ONNX: &[u8] = include_bytes!("../../models/identity/blazeface_full.onnx");
-const DETECTOR_MANIFEST: &str = include_str!("../../models/identity/blazeface_full.json");
+const DETECTOR_ONNX: &[u8] = include_bytes!("../../../models/identity/blazeface_full.onnx");
+const DETECTOR_MANIFEST: &str = include_str!("../../../models/identity/blazeface_full.json");
 const DET_SIZE: usize = 192;
 const DET_GRID: usize = 48;
 const ALIGNED: usize = 112;
@@ -37,68 +37,6 @@ const TEMPLATE: [[f32; 2]; 4] = [
 ];
 /// The embedder's batch is fixed by its graph.
 const EMBED_BATCH: usize = 2;
-
-/// Errors of the identity models (faces, plates, people and vehicles).
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("{path}: {message}")]
-    Manifest { path: String, message: String },
-    #[error("identity model: {0}")]
-    Run(String),
-    #[error("image: {0}")]
-    Image(String),
-}
-
-/// What `models/identity/fetch.py` records about a model.
-#[derive(Debug, Clone, Deserialize)]
-pub struct IdentityManifest {
-    pub name: String,
-    pub weights: String,
-    /// sha256 of the original (TFLite) weights: the model's id.
-    pub weights_sha256: String,
-    pub onnx_sha256: String,
-    pub licence: String,
-}
-
-/// Read `<stem>.onnx` and its manifest `<stem>.json` from `dir` and check that the file is
-/// the one the manifest describes (a truncated copy or a swapped file fails here, named).
-pub(crate) fn read_verified(
-    dir: &Path,
-    stem: &str,
-) -> Result<(PathBuf, Vec<u8>, IdentityManifest), ModelError> {
-    let path = dir.join(format!("{stem}.onnx"));
-    let mpath = dir.join(format!("{stem}.json"));
-    let bytes = std::fs::read(&path).map_err(|e| LoadError {
-        path: path.display().to_string(),
-        message: format!("{e} (fetch it with models/identity/fetch.py)"),
-    })?;
-    let mtext = std::fs::read_to_string(&mpath).map_err(|e| ModelError::Manifest {
-        path: mpath.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let manifest = manifest(&mpath.display().to_string(), &mtext)?;
-    let sha = sha256_hex(&bytes);
-    if sha != manifest.onnx_sha256 {
-        return Err(LoadError {
-            path: path.display().to_string(),
-            message: format!(
-                "sha256 {sha} differs from its manifest's {} (truncated or replaced?)",
-                manifest.onnx_sha256
-            ),
-        }
-        .into());
-    }
-    Ok((path, bytes, manifest))
-}
-
-/// A graph output as f32 values.
-pub(crate) fn as_f32(v: &TValue) -> Result<&[f32], ModelError> {
-    v.try_as_plain_ram()
-        .and_then(|t| t.as_slice::<f32>())
-        .map_err(|e| ModelError::Run(e.to_string()))
-}
 
 /// One face in image pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,13 +66,6 @@ pub struct FaceDetector {
     pub min_score: f32,
     /// Overlap above which the weaker of two detections is dropped.
     pub nms_iou: f32,
-}
-
-fn manifest(path: &str, text: &str) -> Result<IdentityManifest, ModelError> {
-    serde_json::from_str(text).map_err(|e| ModelError::Manifest {
-        path: path.to_string(),
-        message: e.to_string(),
-    })
 }
 
 impl FaceDetector {
@@ -238,15 +169,6 @@ impl FaceDetector {
         }
         Ok(faces)
     }
-}
-
-/// Intersection over union of two boxes (x0, y0, x1, y1).
-pub(crate) fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = ix * iy;
-    let area = |r: &[f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    inter / (area(a) + area(b) - inter).max(f32::EPSILON)
 }
 
 /// Run `plan` on one f32 input of `shape` and return every output value, outputs
@@ -471,6 +393,17 @@ pub struct FaceFilter {
     pub max_faces_per_frame: usize,
 }
 
+impl FaceFilter {
+    /// The filter `[identity]` sets.
+    pub fn from_config(c: &crate::config::IdentityConfig) -> Self {
+        Self {
+            min_eye_distance_px: c.min_eye_distance_px,
+            min_sharpness: c.min_sharpness,
+            max_faces_per_frame: c.max_faces_per_frame as usize,
+        }
+    }
+}
+
 /// The identity models as the analysis uses them: faces in the frames of a clip window,
 /// each embedded, as observations for the household matcher. Frames are JPEG (as the ring
 /// holds them); one that does not decode is skipped, counted.
@@ -520,9 +453,8 @@ impl FaceObserver {
         &self,
         img: &RgbImage,
         ts_us: i64,
-        out: &mut Vec<crate::household::identity::Observation>,
+        out: &mut Vec<Observation>,
     ) -> Result<(), ModelError> {
-        use crate::household::identity::Observation;
         let (faces, skipped) = self.faces(img)?;
         out.extend(
             skipped

@@ -1,19 +1,21 @@
 //! `nvr-edge household ...`: manage members and vehicles and try matches from the shell.
 //! Every command prints JSON on stdout. Bad input is refused before anything is written,
-//! with exit status 2.
+//! with exit status 2. Enrolment's checks are the household's own (`household::enrol`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use image::RgbImage;
 use serde_json::json;
 
-use super::vectors::{read_vector_file, VectorFileError};
-use super::{Household, HouseholdError, NewVehicle, Role, Schedule, VehicleProbe};
-use crate::clock::SystemClock;
-use crate::config::Config;
-use crate::inference::face::{Face, FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
-use image::RgbImage;
+use nvr_edge::clock::SystemClock;
+use nvr_edge::config::Config;
+use nvr_edge::household::enrol::{self, EnrolError, EnrolFace};
+use nvr_edge::household::vectors::{read_vector_file, VectorFileError};
+use nvr_edge::household::{Household, HouseholdError, NewVehicle, Role, Schedule, VehicleProbe};
+use nvr_edge::inference::identity::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
+use nvr_edge::inference::identity::ModelError;
 
 #[derive(Debug, Subcommand)]
 pub enum HouseholdCmd {
@@ -141,12 +143,14 @@ pub enum CliError {
     #[error(transparent)]
     Household(#[from] HouseholdError),
     #[error(transparent)]
+    Enrol(#[from] EnrolError),
+    #[error(transparent)]
     File(#[from] VectorFileError),
     #[error("{0}")]
     Usage(String),
     /// The face models are not available (exit 1: not the input's fault).
-    #[error("face models: {0}")]
-    Models(String),
+    #[error("face models")]
+    Models(#[from] ModelError),
 }
 
 impl CliError {
@@ -154,6 +158,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Household(e) if !e.is_input_error() => 1,
+            CliError::Enrol(e) if !e.is_input_error() => 1,
             CliError::Models(_) => 1,
             _ => 2,
         }
@@ -249,48 +254,12 @@ pub fn run(cmd: &HouseholdCmd, cfg: &Config) -> Result<serde_json::Value, CliErr
             let (model_id, faces) = enrolment.unwrap_or_default();
             let negative = not.is_some();
             let target = member.or(*not).unwrap_or_default();
-            // One transaction per embedding, but every photo was checked above and the
-            // member is checked here first, so bad input stores nothing.
-            if !hh.members()?.iter().any(|m| m.id == target) {
-                return Err(HouseholdError::NoMember(target).into());
-            }
-            let mut stored = Vec::new();
-            for f in faces {
-                let id = if negative {
-                    hh.add_negative_embedding(target, &model_id, &f.embedding, &f.source)?
-                } else {
-                    hh.add_embedding(target, &model_id, &f.embedding, &f.source)?
-                };
-                stored.push(json!({ "embedding_id": id, "image": f.image, "face": f.face, "box": f.bbox, "sharpness": f.sharpness }));
-            }
+            let stored = enrol::store_enrolment(&hh, target, negative, &model_id, &faces)?;
             json!({ "member_id": target, "negative": negative, "model_id": model_id, "stored": stored })
         }
         HouseholdCmd::Identify { image } => {
-            let obs = observer(cfg)?;
-            let img = read_image(image)?;
-            let faces = left_to_right(
-                obs.detector
-                    .detect(&img)
-                    .map_err(|e| CliError::Models(e.to_string()))?,
-            );
-            let mut out = Vec::new();
-            for (i, f) in faces.iter().enumerate() {
-                let aligned = crate::inference::face::align(&img, f);
-                let sharp = crate::inference::face::sharpness(&aligned);
-                let e = obs
-                    .embedder
-                    .embed(&[aligned])
-                    .map_err(|e| CliError::Models(e.to_string()))?
-                    .remove(0);
-                out.push(json!({
-                    "face": i,
-                    "box": f.bbox,
-                    "eye_distance_px": f.eye_distance(),
-                    "sharpness": sharp,
-                    "match": hh.match_person(&e, Some(&obs.embedder.model_id())),
-                }));
-            }
-            json!({ "image": image, "faces": out })
+            let faces = enrol::identify(&observer(cfg)?, &hh, &read_image(image)?)?;
+            json!({ "image": image, "faces": faces })
         }
         HouseholdCmd::MatchVehicle {
             plate,
@@ -315,42 +284,24 @@ pub fn run(cmd: &HouseholdCmd, cfg: &Config) -> Result<serde_json::Value, CliErr
     })
 }
 
-/// The face models `[identity]` names: the built-in detector and the installed embedder.
+/// The face models `[identity]` names: the built-in detector and the installed embedder;
+/// every face of a photo is considered (the frame cap is the recorder's).
 fn observer(cfg: &Config) -> Result<FaceObserver, CliError> {
-    let detector = FaceDetector::builtin().map_err(|e| CliError::Models(e.to_string()))?;
-    let embedder = FaceEmbedder::load(&cfg.identity.models_dir)
-        .map_err(|e| CliError::Models(e.to_string()))?;
     Ok(FaceObserver::new(
-        detector,
-        embedder,
+        FaceDetector::builtin()?,
+        FaceEmbedder::load(&cfg.identity.models_dir)?,
         FaceFilter {
-            min_eye_distance_px: cfg.identity.min_eye_distance_px,
-            min_sharpness: cfg.identity.min_sharpness,
             max_faces_per_frame: usize::MAX,
+            ..FaceFilter::from_config(&cfg.identity)
         },
     ))
 }
 
 fn read_image(path: &Path) -> Result<RgbImage, CliError> {
     // Regular files of a bounded size and pixel count only (see fsio).
-    crate::fsio::read_image(path)
+    nvr_edge::fsio::read_image(path)
         .map(|i| i.to_rgb8())
         .map_err(|e| CliError::Usage(e.to_string()))
-}
-
-/// Faces numbered as a person reading the photo would: from the left.
-fn left_to_right(mut faces: Vec<Face>) -> Vec<Face> {
-    faces.sort_by(|a, b| a.bbox[0].total_cmp(&b.bbox[0]));
-    faces
-}
-
-struct EnrolFace {
-    image: String,
-    face: usize,
-    bbox: [f32; 4],
-    sharpness: f32,
-    embedding: Vec<f32>,
-    source: String,
 }
 
 /// One face per photo, checked and embedded; any photo that does not give exactly one
@@ -364,60 +315,11 @@ fn faces_for_enrolment(
     let mut out = Vec::new();
     for path in images {
         let shown = path.display().to_string();
-        let img = read_image(path)?;
-        let faces = left_to_right(
-            obs.detector
-                .detect(&img)
-                .map_err(|e| CliError::Models(e.to_string()))?,
-        );
-        let i = match (faces.len(), pick) {
-            (0, _) => return Err(CliError::Usage(format!("{shown}: no face found"))),
-            (1, None) => 0,
-            (n, None) => {
-                return Err(CliError::Usage(format!(
-                    "{shown}: {n} faces; choose one with --face 0..{} (counted from the left)",
-                    n - 1
-                )))
-            }
-            (n, Some(k)) if k >= n => {
-                return Err(CliError::Usage(format!(
-                    "{shown}: --face {k}, but the photo has {n} face(s)"
-                )))
-            }
-            (_, Some(k)) => k,
-        };
-        let f = &faces[i];
-        if f.eye_distance() < obs.filter.min_eye_distance_px {
-            return Err(CliError::Usage(format!(
-                "{shown}: face {i} too small (eyes {:.0} px apart, at least {:.0} needed)",
-                f.eye_distance(),
-                obs.filter.min_eye_distance_px
-            )));
-        }
-        let aligned = crate::inference::face::align(&img, f);
-        let sharp = crate::inference::face::sharpness(&aligned);
-        if sharp < obs.filter.min_sharpness {
-            return Err(CliError::Usage(format!(
-                "{shown}: face {i} too blurry (sharpness {sharp:.1}, at least {:.1} needed)",
-                obs.filter.min_sharpness
-            )));
-        }
-        let embedding = obs
-            .embedder
-            .embed(&[aligned])
-            .map_err(|e| CliError::Models(e.to_string()))?
-            .remove(0);
         let name = path
             .file_name()
             .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
-        out.push(EnrolFace {
-            image: shown,
-            face: i,
-            bbox: f.bbox,
-            sharpness: sharp,
-            embedding,
-            source: format!("enroll:{name}#face{i}"),
-        });
+        let img = read_image(path)?;
+        out.push(enrol::face_for_enrolment(&obs, &img, pick, &shown, &name)?);
     }
     Ok((obs.embedder.model_id(), out))
 }
