@@ -9,8 +9,9 @@
 //! Arenas are never destroyed: `arena.<i>.destroy` would free a ring still in use, and
 //! a camera's arena lives as long as the process, like the camera.
 
+use nvr_jemalloc::SizeStat;
 use serde::Serialize;
-use tikv_jemalloc_ctl::{epoch, raw, stats};
+use tikv_jemalloc_ctl::{epoch, stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -34,28 +35,23 @@ pub fn advance_epoch() -> Result<(), MemoryError> {
 #[derive(Debug)]
 pub struct Arena {
     index: u32,
-    small_mib: [usize; 5],
-    large_mib: [usize; 5],
+    small: SizeStat,
+    large: SizeStat,
 }
 
 impl Arena {
     pub fn create() -> Result<Self, MemoryError> {
-        // SAFETY: `arenas.create` reads back an `unsigned`, which is u32 on every target
-        // jemalloc supports.
-        let index: u32 =
-            unsafe { raw::read(b"arenas.create\0") }.map_err(ctl_err("arenas.create"))?;
+        let index = nvr_jemalloc::create_arena().map_err(ctl_err("arenas.create"))?;
         // jemalloc only knows a new arena's statistics after the next epoch refresh.
         advance_epoch()?;
-        let mib = |stat: &str| -> Result<[usize; 5], MemoryError> {
-            let name = format!("stats.arenas.{index}.{stat}.allocated\0");
-            let mut mib = [0usize; 5];
-            raw::name_to_mib(name.as_bytes(), &mut mib).map_err(ctl_err(&name))?;
-            Ok(mib)
+        let stat = |class: &str| -> Result<SizeStat, MemoryError> {
+            let name = format!("stats.arenas.{index}.{class}.allocated");
+            SizeStat::new(&name).map_err(ctl_err(&name))
         };
         Ok(Self {
             index,
-            small_mib: mib("small")?,
-            large_mib: mib("large")?,
+            small: stat("small")?,
+            large: stat("large")?,
         })
     }
 
@@ -79,9 +75,7 @@ impl Arena {
                 let _ = set_thread_arena(self.0);
             }
         }
-        // SAFETY: `thread.arena` is an `unsigned`.
-        let previous: u32 =
-            unsafe { raw::read(b"thread.arena\0") }.map_err(ctl_err("thread.arena"))?;
+        let previous = nvr_jemalloc::thread_arena().map_err(ctl_err("thread.arena"))?;
         self.bind_current_thread()?;
         let _restore = Restore(previous);
         Ok(f())
@@ -90,19 +84,14 @@ impl Arena {
     /// Bytes currently allocated from this arena.
     pub fn allocated_bytes(&self) -> Result<u64, MemoryError> {
         advance_epoch()?;
-        // SAFETY: both statistics are `size_t`.
-        let small: usize =
-            unsafe { raw::read_mib(&self.small_mib) }.map_err(ctl_err("small.allocated"))?;
-        // SAFETY: as above.
-        let large: usize =
-            unsafe { raw::read_mib(&self.large_mib) }.map_err(ctl_err("large.allocated"))?;
+        let small = self.small.read().map_err(ctl_err("small.allocated"))?;
+        let large = self.large.read().map_err(ctl_err("large.allocated"))?;
         Ok((small + large) as u64)
     }
 }
 
 fn set_thread_arena(index: u32) -> Result<(), MemoryError> {
-    // SAFETY: `thread.arena` takes an `unsigned`; jemalloc checks the index exists.
-    unsafe { raw::write(b"thread.arena\0", index) }.map_err(ctl_err("thread.arena"))
+    nvr_jemalloc::set_thread_arena(index).map_err(ctl_err("thread.arena"))
 }
 
 /// Process-wide jemalloc figures, bytes.

@@ -149,6 +149,9 @@ pub struct SystemInfo {
     /// The instruction-set rung tract's own kernels run at (`fma` for AVX2+FMA, `avx512`,
     /// `neon`, `sve2`): emulated checks assert the tier of the boards they stand for.
     pub tract_isa: &'static str,
+    /// nvr-edge's own kernel tier (`portable`, `avx2+fma`, `avx512`, `neon`; capped by
+    /// `NVR_KERNEL_TIER`).
+    pub kernel_tier: &'static str,
 }
 
 impl SystemInfo {
@@ -160,12 +163,13 @@ impl SystemInfo {
             page_size: rustix::param::page_size(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             simd_kernel: nvr_linalg::Kernel::best().name(),
-            dense_kernel: if crate::inference::ops::dense::available() {
+            dense_kernel: if nvr_linalg::dense::available() {
                 "avx512f (nvr-edge)"
             } else {
                 "tract"
             },
             tract_isa: tract_linalg::isa::native().nickname(),
+            kernel_tier: nvr_linalg::Tier::current().name(),
         }
     }
 }
@@ -207,11 +211,12 @@ impl Report {
         let sys = &self.system;
         let _ = writeln!(
             s,
-            "system: {} {}, {} CPUs, {} KiB pages, SIMD {} (matching), dense and 1x1 kernels {}, tract kernels {}",
+            "system: {} {}, {} CPUs, {} KiB pages, nvr-edge kernels {} (matching {}, dense and 1x1 {}), tract kernels {}",
             sys.arch,
             sys.kernel,
             sys.cpus,
             sys.page_size / 1024,
+            sys.kernel_tier,
             sys.simd_kernel,
             sys.dense_kernel,
             sys.tract_isa

@@ -1,17 +1,31 @@
-//! Vector kernels for similarity search: the innermost loops of household matching.
+//! nvr-edge's own kernels: every piece of architecture-specific code and every `unsafe`
+//! of the product lives in this crate, behind one CPU-feature dispatch ([`Tier`]).
 //!
-//! One dispatch decides once per process which kernel runs: AVX2+FMA on x86_64 when the
-//! CPU has it (detected at run time, so one binary serves every x86_64 board), NEON on
-//! aarch64 (always present there), and a portable kernel otherwise. Every kernel agrees
-//! with the scalar f64 reference in [`dot_f64`] within 1e-5 for unit vectors, which the
-//! tests check on each architecture (aarch64 under qemu-user).
+//! - [`tier`]: which kernels run (portable, AVX2+FMA, AVX-512, NEON), decided once.
+//! - similarity (this file): dot products and gallery scans for household matching.
+//! - [`rows`]: layer norm, softmax, quick-GELU, per-channel ops, PReLU, hard-swish.
+//! - [`attention`]: scaled dot-product attention per batch item.
+//! - [`dense`], [`pointwise`]: the AVX-512 products of X-CLIP's dense layers and of 1x1
+//!   convolutions.
 //!
-//! Rows are scanned four at a time so each probe load feeds four rows, with two
-//! accumulators per row to hide the FMA latency.
+//! The kernels are plain slice functions; the tract ops that call them, and the graph
+//! rewrites that put those ops in a plan, are the application's (`inference::ops`). Each
+//! kernel is tested against its portable version or its definition on every tier the CPU
+//! has, and on aarch64 under qemu-user.
+//!
+//! Similarity: every kernel agrees with the scalar f64 reference in [`dot_f64`] within
+//! 1e-5 for unit vectors. Rows are scanned four at a time so each probe load feeds four
+//! rows, with two accumulators per row to hide the FMA latency.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use std::sync::OnceLock;
+pub mod attention;
+pub mod dense;
+pub mod pointwise;
+pub mod rows;
+pub mod tier;
+
+pub use tier::Tier;
 
 /// Which kernel the dispatcher picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,20 +47,26 @@ impl Kernel {
     /// Kernels this CPU can run, best first (the portable one always).
     pub fn available() -> Vec<Kernel> {
         let mut v = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            v.push(Kernel::Avx2Fma);
+        for t in Tier::supported() {
+            let k = match t {
+                Tier::Avx512 | Tier::Avx2 => Kernel::Avx2Fma,
+                Tier::Neon => Kernel::Neon,
+                Tier::Portable => Kernel::Portable,
+            };
+            if !v.contains(&k) {
+                v.push(k);
+            }
         }
-        #[cfg(target_arch = "aarch64")]
-        v.push(Kernel::Neon);
-        v.push(Kernel::Portable);
         v
     }
 
-    /// The best kernel for this CPU, decided once.
+    /// The kernel of the current tier ([`Tier::current`]).
     pub fn best() -> Kernel {
-        static BEST: OnceLock<Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| Kernel::available()[0])
+        match Tier::current() {
+            Tier::Avx512 | Tier::Avx2 => Kernel::Avx2Fma,
+            Tier::Neon => Kernel::Neon,
+            Tier::Portable => Kernel::Portable,
+        }
     }
 
     /// Dot product of two equal-length slices.
@@ -72,10 +92,7 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => {
-                assert!(
-                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
-                    "AVX2+FMA kernel requested on a CPU without it"
-                );
+                Tier::Avx2.check();
                 // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths were
                 // checked above too, and the kernel reads only within them.
                 unsafe { x86::scan(rows, probe, dim, out) }
@@ -317,6 +334,9 @@ mod neon {
         }
     }
 }
+
+#[cfg(test)]
+mod kernel_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,373 +1,10 @@
-//! Dense layers (`y = x W + b`, weights constant) on x86_64 CPUs with AVX-512.
-//!
-//! Why a product of our own: X-CLIP's video graph is 90% dense layers (400 token rows
-//! against 768 x 768 and 768 x 3072 weights), and tract runs them by packing the
-//! activations into its kernel's panel layout before every product (~11 ms a clip) and
-//! with a kernel its cost model picks per shape, which on AMD Zen picks a shape ~6% slower
-//! for the q/k/v projections. Here the weights are packed once at load into 32-column
-//! panels and the activations are read where they lie: each kernel call holds a block of
-//! up to [`MR`] rows x 32 columns in 24 of the 32 vector registers and walks the full
-//! depth once, broadcasting one activation per row and step (the layout onnxruntime's MLAS
-//! uses, which is what the benchmark compares against).
-//!
-//! Only on AVX-512 (checked at run time): on AVX2 and on the aarch64 device tract's own
-//! kernels run, which is where they are at their best. The graph rewrite that puts
-//! [`Dense`] in place of tract's einsum is in `ops::fuse`.
+//! The dense layer op (`y = x W + b`, weights constant) and the graph rewrite that puts it
+//! in place of tract's einsum, on CPUs with the AVX-512 tier; the kernel itself is
+//! `nvr_linalg::dense` (why a product of our own: see there).
 
 use std::sync::Arc;
 
-/// Rows per kernel call: 12 x 2 accumulators, 2 weight registers, broadcasts in the rest.
-pub const MR: usize = 12;
-/// Columns per weight panel: two 16-lane registers.
-pub const NR: usize = 32;
-
-/// One 64-byte-aligned block of 16 floats, so every weight load is one cache line.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
-
-/// Weights `[k, n]` packed as `ceil(n / 32)` panels of `k x 32` (zero padded), with the
-/// bias padded alike.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub struct PackedWeights {
-    k: usize,
-    n: usize,
-    panels: Vec<Line>,
-    bias: Vec<Line>,
-}
-
-impl std::fmt::Debug for PackedWeights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedWeights({}x{})", self.k, self.n)
-    }
-}
-
-impl PackedWeights {
-    /// Pack `w` (`k` rows of `n`, row-major) and `bias` (`n` values, or none).
-    pub fn new(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Arc<Self> {
-        assert_eq!(w.len(), k * n, "weights are not {k} x {n}");
-        let np = n.div_ceil(NR);
-        let mut panels = vec![Line([0.0; 16]); np * k * 2];
-        for p in 0..np {
-            let cols = (n - p * NR).min(NR);
-            for kk in 0..k {
-                let base = (p * k + kk) * 2;
-                for c in 0..cols {
-                    panels[base + c / 16].0[c % 16] = w[kk * n + p * NR + c];
-                }
-            }
-        }
-        let mut padded = vec![Line([0.0; 16]); np * 2];
-        if let Some(b) = bias {
-            assert_eq!(b.len(), n, "bias is not {n} long");
-            for (i, v) in b.iter().enumerate() {
-                padded[i / 16].0[i % 16] = *v;
-            }
-        }
-        Arc::new(PackedWeights {
-            k,
-            n,
-            panels,
-            bias: padded,
-        })
-    }
-
-    pub fn depth(&self) -> usize {
-        self.k
-    }
-
-    pub fn width(&self) -> usize {
-        self.n
-    }
-
-    /// Bytes held (the model's resident figure counts them).
-    pub fn bytes(&self) -> usize {
-        (self.panels.len() + self.bias.len()) * std::mem::size_of::<Line>()
-    }
-}
-
-/// Whether this CPU runs the kernel (AVX-512 F).
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *YES.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// `out[m, n] = x[m, k] * W + b` for rows `x` (row-major, `m * k`), single-threaded.
-///
-/// Panics when the CPU lacks AVX-512 ([`available`]) or the sizes disagree; the graph
-/// rewrite checks both before it puts a [`Dense`] in a plan.
-pub fn dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
-    assert!(available(), "dense kernel needs AVX-512");
-    let (k, n) = (w.k, w.n);
-    assert!(k > 0 && x.len().is_multiple_of(k), "rows of {k} expected");
-    let m = x.len() / k;
-    assert_eq!(out.len(), m * n, "output is not {m} x {n}");
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 F is present (asserted above); the slices' lengths were checked
-    // against m, k and n, and the kernel reads x[..m*k], the padded panels and writes
-    // out[..m*n] only.
-    unsafe {
-        avx512::product(x.as_ptr(), m, w, out.as_mut_ptr())
-    }
-}
-
-/// The patch embedding's product read in place: `out[r, :] = patch(first + r) W + b` for
-/// the non-overlapping `ph x pw` patches of `x` (`[b, c, h, w]`), patches in row-major
-/// grid order, each patch's values in the kernel's (channel, row, column) order. The same
-/// sums in the same order as [`dense`] over the patches copied into rows, without the
-/// copy (4.8 MB a clip at 8 frames: ~0.1 ms, and ~8% of the tiny test model's clip).
-///
-/// Panics when the CPU lacks AVX-512 ([`available`]) or the sizes disagree.
-pub fn patch_dense(
-    x: &[f32],
-    shape: [usize; 4],
-    patch: [usize; 2],
-    first: usize,
-    w: &PackedWeights,
-    out: &mut [f32],
-) {
-    assert!(available(), "dense kernel needs AVX-512");
-    let [b, c, h, wd] = shape;
-    let [ph, pw] = patch;
-    assert!(
-        ph > 0 && pw > 0 && h % ph == 0 && wd % pw == 0,
-        "{patch:?} does not tile {shape:?}"
-    );
-    assert_eq!(w.k, c * ph * pw, "patches of {} values expected", w.k);
-    assert_eq!(x.len(), b * c * h * wd, "input is not {shape:?}");
-    let m = out.len() / w.n;
-    assert_eq!(out.len(), m * w.n, "output is not rows of {}", w.n);
-    assert!(
-        first + m <= b * (h / ph) * (wd / pw),
-        "patches {first}..{} of {shape:?}",
-        first + m
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 F is present (asserted above); every patch read lies in x (the
-    // patch numbers were checked against the grid, the grid against x's length), and the
-    // kernel writes out[..m*n] only.
-    unsafe {
-        avx512::patch_product(x.as_ptr(), shape, patch, first, m, w, out.as_mut_ptr())
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512 {
-    use super::{PackedWeights, MR, NR};
-    use std::arch::x86_64::*;
-
-    /// `$tile::<R>(args)` for the `R` (1 to [`MR`]) that `$rows` holds: the tiles are
-    /// compiled per row count so their accumulators stay in registers.
-    macro_rules! by_rows {
-        ($rows:expr, $tile:ident($($arg:expr),*)) => {
-            match $rows {
-                12 => $tile::<12>($($arg),*),
-                11 => $tile::<11>($($arg),*),
-                10 => $tile::<10>($($arg),*),
-                9 => $tile::<9>($($arg),*),
-                8 => $tile::<8>($($arg),*),
-                7 => $tile::<7>($($arg),*),
-                6 => $tile::<6>($($arg),*),
-                5 => $tile::<5>($($arg),*),
-                4 => $tile::<4>($($arg),*),
-                3 => $tile::<3>($($arg),*),
-                2 => $tile::<2>($($arg),*),
-                _ => $tile::<1>($($arg),*),
-            }
-        };
-    }
-    pub(crate) use by_rows;
-
-    /// Every tile of an `m`-row product by `w`: `f(first_row, rows, panel, bias, out,
-    /// cols)`, `out` at the tile's first result. Panel outer, so one panel (k x 128
-    /// bytes) stays in L2 while the row blocks stream past it.
-    #[inline(always)]
-    unsafe fn each_tile(
-        m: usize,
-        w: &PackedWeights,
-        out: *mut f32,
-        mut f: impl FnMut(usize, usize, *const f32, *const f32, *mut f32, usize),
-    ) {
-        let (k, n) = (w.k, w.n);
-        for p in 0..n.div_ceil(NR) {
-            let cols = (n - p * NR).min(NR);
-            let panel = w.panels.as_ptr().add(p * k * 2) as *const f32;
-            let bias = w.bias.as_ptr().add(p * 2) as *const f32;
-            let mut r = 0;
-            while r < m {
-                let rows = (m - r).min(MR);
-                f(r, rows, panel, bias, out.add(r * n + p * NR), cols);
-                r += rows;
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn product(x: *const f32, m: usize, w: &PackedWeights, out: *mut f32) {
-        let (k, n) = (w.k, w.n);
-        each_tile(m, w, out, |r, rows, panel, bias, c, cols| {
-            by_rows!(rows, tile(x.add(r * k), k, panel, bias, c, n, cols))
-        })
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn tile<const R: usize>(
-        x: *const f32,
-        k: usize,
-        w: *const f32,
-        bias: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
-        let (a0, a1) = ([_mm512_load_ps(bias); R], [_mm512_load_ps(bias.add(16)); R]);
-        accumulate(x, k, w, a0, a1, c, ldc, cols)
-    }
-
-    /// `a0`/`a1` (columns 0-15 / 16-31 of `R` rows) plus `R` rows of `k` values (`k`
-    /// apart, one broadcast per row and step) times a 32-column panel (`k` rows of 32),
-    /// stored into `c`: the register tile every product here runs.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn accumulate<const R: usize>(
-        rows: *const f32,
-        k: usize,
-        panel: *const f32,
-        mut a0: [__m512; R],
-        mut a1: [__m512; R],
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
-        for kk in 0..k {
-            let p0 = _mm512_loadu_ps(panel.add(kk * NR));
-            let p1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
-            for r in 0..R {
-                let v = _mm512_set1_ps(*rows.add(r * k + kk));
-                a0[r] = _mm512_fmadd_ps(v, p0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(v, p1, a1[r]);
-            }
-        }
-        store(&a0, &a1, c, ldc, cols)
-    }
-
-    /// A tile's `R` rows of `cols` (<= 32) results into `c`, rows `ldc` apart.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(crate) unsafe fn store<const R: usize>(
-        a0: &[__m512; R],
-        a1: &[__m512; R],
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
-        if cols == NR {
-            for r in 0..R {
-                _mm512_storeu_ps(c.add(r * ldc), a0[r]);
-                _mm512_storeu_ps(c.add(r * ldc + 16), a1[r]);
-            }
-        } else {
-            let m0: __mmask16 = ((1u32 << cols.min(16)) - 1) as u16;
-            let m1: __mmask16 = ((1u32 << cols.saturating_sub(16)) - 1) as u16;
-            for r in 0..R {
-                _mm512_mask_storeu_ps(c.add(r * ldc), m0, a0[r]);
-                _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, a1[r]);
-            }
-        }
-    }
-
-    /// Where patches lie in a `[b, c, h, w]` image.
-    struct Grid {
-        c: usize,
-        ph: usize,
-        pw: usize,
-        h: usize,
-        w: usize,
-        gh: usize,
-        gw: usize,
-    }
-
-    impl Grid {
-        /// Offset of patch `p`'s first value (channel 0, top-left).
-        fn start(&self, p: usize) -> usize {
-            let (bi, gy, gx) = (p / (self.gh * self.gw), p / self.gw % self.gh, p % self.gw);
-            ((bi * self.c * self.h) + gy * self.ph) * self.w + gx * self.pw
-        }
-    }
-
-    /// [`product`] with row `first + r` read as patch `first + r` of the image `x`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn patch_product(
-        x: *const f32,
-        [_, c, h, w]: [usize; 4],
-        [ph, pw]: [usize; 2],
-        first: usize,
-        m: usize,
-        wt: &PackedWeights,
-        out: *mut f32,
-    ) {
-        let g = Grid {
-            c,
-            ph,
-            pw,
-            h,
-            w,
-            gh: h / ph,
-            gw: w / pw,
-        };
-        let n = wt.n;
-        each_tile(m, wt, out, |r, rows, panel, bias, c, cols| {
-            let at = |i: usize| x.add(g.start(first + r + i));
-            by_rows!(
-                rows,
-                patch_tile(std::array::from_fn(at), &g, panel, bias, c, n, cols)
-            )
-        })
-    }
-
-    /// [`tile`] with each row a patch: `c * ph` runs of `pw` contiguous values, run
-    /// (channel, row) one image plane or one image row from the last.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn patch_tile<const R: usize>(
-        rows: [*const f32; R],
-        g: &Grid,
-        w: *const f32,
-        bias: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
-        let mut a0 = [_mm512_load_ps(bias); R];
-        let mut a1 = [_mm512_load_ps(bias.add(16)); R];
-        let mut kk = 0;
-        for ci in 0..g.c {
-            for ky in 0..g.ph {
-                let off = (ci * g.h + ky) * g.w;
-                for kx in 0..g.pw {
-                    let w0 = _mm512_load_ps(w.add(kk * NR));
-                    let w1 = _mm512_load_ps(w.add(kk * NR + 16));
-                    for r in 0..R {
-                        let xv = _mm512_set1_ps(*rows[r].add(off + kx));
-                        a0[r] = _mm512_fmadd_ps(xv, w0, a0[r]);
-                        a1[r] = _mm512_fmadd_ps(xv, w1, a1[r]);
-                    }
-                    kk += 1;
-                }
-            }
-        }
-        store(&a0, &a1, c, ldc, cols)
-    }
-}
+use nvr_linalg::dense::{available, dense, patch_dense, PackedWeights, MR};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -413,7 +50,9 @@ impl Op for Dense {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "{} x {}, output axes {:?}",
-            self.weights.k, self.weights.n, self.out_axes
+            self.weights.depth(),
+            self.weights.width(),
+            self.out_axes
         )])
     }
     op_as_typed_op!();
@@ -426,7 +65,7 @@ impl Dense {
             .map(|a| match a {
                 OutAxis::Input(i) => input[*i].clone(),
                 OutAxis::One => D::one(),
-                OutAxis::Columns => D::from(self.weights.n),
+                OutAxis::Columns => D::from(self.weights.width()),
             })
             .collect()
     }
@@ -437,7 +76,7 @@ impl EvalOp for Dense {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let (k, n) = (self.weights.k, self.weights.n);
+        let (k, n) = (self.weights.depth(), self.weights.width());
         let shape = x.shape();
         ensure!(
             x.datum_type() == DatumType::F32
@@ -477,9 +116,9 @@ const PAR_MIN_MACS: usize = 1 << 20;
 /// [`dense`] with the rows split over the tract executor's threads in blocks of [`MR`]
 /// when the product is big enough (the result does not depend on the thread count).
 pub fn par_dense(x: &[f32], w: &PackedWeights, out: &mut [f32]) {
-    let k = w.k;
-    split_rows(x.len() / k, k, w.n, out, |first, o| {
-        dense(&x[first * k..][..o.len() / w.n * k], w, o)
+    let k = w.depth();
+    split_rows(x.len() / k, k, w.width(), out, |first, o| {
+        dense(&x[first * k..][..o.len() / w.width() * k], w, o)
     })
 }
 
@@ -522,8 +161,8 @@ impl TypedOp for Dense {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let rows: TDim = inputs[0].shape.iter().product::<TDim>() / self.weights.k as i64;
-        let macs = rows * (self.weights.k * self.weights.n) as i64;
+        let rows: TDim = inputs[0].shape.iter().product::<TDim>() / self.weights.depth() as i64;
+        let macs = rows * (self.weights.depth() * self.weights.width()) as i64;
         Ok(tvec!((Cost::FMA(DatumType::F32), macs)))
     }
 
@@ -701,7 +340,9 @@ impl Op for PatchEmbed {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "patch {:?}, {} x {}",
-            self.patch, self.weights.k, self.weights.n
+            self.patch,
+            self.weights.depth(),
+            self.weights.width()
         )])
     }
     op_as_typed_op!();
@@ -719,19 +360,19 @@ impl EvalOp for PatchEmbed {
             .map_err(|_| format_err!("patch embedding: input {:?} is not 4-d", x.shape()))?;
         let [b, c, h, w] = shape;
         ensure!(
-            c * ph * pw == self.weights.k && h % ph == 0 && w % pw == 0,
+            c * ph * pw == self.weights.depth() && h % ph == 0 && w % pw == 0,
             "patch embedding: input {shape:?} does not tile into {ph}x{pw} patches of {} values",
-            self.weights.k
+            self.weights.depth()
         );
         let rows = b * (h / ph) * (w / pw);
-        let mut out = Tensor::zero::<f32>(&[b, rows / b, self.weights.n])?;
+        let mut out = Tensor::zero::<f32>(&[b, rows / b, self.weights.width()])?;
         let x = x.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
         let mut out_ram = out.try_as_plain_ram_mut()?;
         split_rows(
             rows,
-            self.weights.k,
-            self.weights.n,
+            self.weights.depth(),
+            self.weights.width(),
             out_ram.as_slice_mut::<f32>()?,
             |first, o| patch_dense(x, shape, self.patch, first, &self.weights, o),
         );
@@ -747,7 +388,7 @@ impl TypedOp for PatchEmbed {
         Ok(tvec!(f32::fact([
             s[0].clone(),
             grid,
-            self.weights.n.to_dim()
+            self.weights.width().to_dim()
         ])))
     }
 
@@ -756,7 +397,7 @@ impl TypedOp for PatchEmbed {
         let pixels: TDim = s.iter().product();
         Ok(tvec!((
             Cost::FMA(DatumType::F32),
-            pixels * self.weights.n as i64
+            pixels * self.weights.width() as i64
         )))
     }
 
@@ -844,54 +485,6 @@ mod tests {
         crate::inference::xclip::seeded_values(seed, n)
     }
 
-    fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, k: usize, n: usize) -> Vec<f64> {
-        let m = x.len() / k;
-        let mut out = vec![0f64; m * n];
-        for r in 0..m {
-            for c in 0..n {
-                let s: f64 = (0..k)
-                    .map(|i| x[r * k + i] as f64 * w[i * n + c] as f64)
-                    .sum();
-                out[r * n + c] = s + b.map_or(0.0, |b| b[c] as f64);
-            }
-        }
-        out
-    }
-
-    /// Every row tail (1..=12 rows left for the last block), column tails inside a panel
-    /// and across panels, depths from 1, with and without a bias.
-    #[test]
-    fn kernel_matches_the_definition_on_every_tail() {
-        if !available() {
-            eprintln!("no AVX-512 on this CPU: the kernel is not used here");
-            return;
-        }
-        for (m, k, n) in [
-            (1, 1, 1),
-            (13, 7, 5),
-            (25, 64, 33),
-            (12, 9, 48),
-            (30, 100, 17),
-            (7, 3, 64),
-        ] {
-            for with_bias in [false, true] {
-                let x = values(m * k, m as u64);
-                let w = values(k * n, n as u64 + 100);
-                let b = values(n, 7);
-                let b = with_bias.then_some(&b[..]);
-                let pw = PackedWeights::new(&w, k, n, b);
-                let mut got = vec![f32::NAN; m * n];
-                dense(&x, &pw, &mut got);
-                for (i, (g, want)) in got.iter().zip(reference(&x, &w, b, k, n)).enumerate() {
-                    assert!(
-                        (*g as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                        "{m}x{k}x{n} bias {with_bias}, element {i}: {g} vs {want}"
-                    );
-                }
-            }
-        }
-    }
-
     /// Split over threads, each element is still computed by one kernel call in the same
     /// order: the same bits as on one thread.
     #[test]
@@ -913,90 +506,6 @@ mod tests {
             .iter()
             .zip(&two)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
-    }
-
-    /// Copy the non-overlapping `ph x pw` patches of `x` (`[b, c, h, w]`) into rows of
-    /// `c * ph * pw` (channel, then patch row, then column: the kernel's OIHW order), patches
-    /// in row-major grid order from patch number `first` on, as many as `rows` holds.
-    fn patch_rows(
-        x: &[f32],
-        [b, c, h, w]: [usize; 4],
-        [ph, pw]: [usize; 2],
-        first: usize,
-        rows: &mut [f32],
-    ) {
-        let (gh, gw) = (h / ph, w / pw);
-        let k = c * ph * pw;
-        let count = (b * gh * gw).saturating_sub(first);
-        for (r, row) in (first..).zip(rows.chunks_exact_mut(k).take(count)) {
-            let (bi, gy, gx) = (r / (gh * gw), r / gw % gh, r % gw);
-            for ci in 0..c {
-                for ky in 0..ph {
-                    let src = ((bi * c + ci) * h + gy * ph + ky) * w + gx * pw;
-                    row[(ci * ph + ky) * pw..][..pw].copy_from_slice(&x[src..][..pw]);
-                }
-            }
-        }
-    }
-
-    /// Patches read where they lie give the bits of the copied rows through [`dense`]:
-    /// a range of patches starting mid-grid, a row tail, a column tail, non-square patches.
-    #[test]
-    fn patches_read_in_place_match_copied_rows() {
-        if !available() {
-            eprintln!("no AVX-512 on this CPU: the kernel is not used here");
-            return;
-        }
-        let ([b, c, h, w], [ph, pw]) = ([3, 3, 12, 20], [4, 5]);
-        let (k, n) = (c * ph * pw, 37);
-        let x = values(b * c * h * w, 7);
-        let pw_ = PackedWeights::new(&values(k * n, 8), k, n, Some(&values(n, 9)));
-        let patches = b * (h / ph) * (w / pw);
-        for (first, count) in [(0, patches), (5, 17), (patches - 1, 1)] {
-            let mut rows = vec![0f32; count * k];
-            patch_rows(&x, [b, c, h, w], [ph, pw], first, &mut rows);
-            let mut want = vec![0f32; count * n];
-            dense(&rows, &pw_, &mut want);
-            let mut got = vec![f32::NAN; count * n];
-            patch_dense(&x, [b, c, h, w], [ph, pw], first, &pw_, &mut got);
-            assert!(
-                want.iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "patches {first}..{}",
-                first + count
-            );
-        }
-    }
-
-    /// Each row is one patch in grid order, its values in the kernel's (channel, row,
-    /// column) order; non-square patches and grids.
-    #[test]
-    fn patch_rows_follow_the_kernel_layout() {
-        let (b, c, h, w, ph, pw) = (2, 3, 6, 10, 3, 5);
-        let x: Vec<f32> = (0..b * c * h * w).map(|i| i as f32).collect();
-        let (gh, gw) = (h / ph, w / pw);
-        let k = c * ph * pw;
-        let mut rows = vec![f32::NAN; b * gh * gw * k];
-        // In two parts, as two threads copy them.
-        let (head, tail) = rows.split_at_mut(5 * k);
-        patch_rows(&x, [b, c, h, w], [ph, pw], 0, head);
-        patch_rows(&x, [b, c, h, w], [ph, pw], 5, tail);
-        for bi in 0..b {
-            for gy in 0..gh {
-                for gx in 0..gw {
-                    let row = &rows[((bi * gh + gy) * gw + gx) * k..][..k];
-                    for ci in 0..c {
-                        for ky in 0..ph {
-                            for kx in 0..pw {
-                                let want = x[((bi * c + ci) * h + gy * ph + ky) * w + gx * pw + kx];
-                                assert_eq!(row[(ci * ph + ky) * pw + kx], want);
-                            }
-                        }
-                    }
-                }
-            }
-        }
     }
 
     /// The einsum forms ONNX MatMul and Gemm take in tract's decluttered graphs (rows by

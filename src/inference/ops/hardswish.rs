@@ -11,8 +11,6 @@ use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
 use tract_onnx::tract_hir::internal::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::avx2;
 use super::{rows_in_place, used_once};
 
 /// `y = (x1 * min(max(x1 + 3, 0), 6)) * s + c` with `x1 = x * a + b`; absent steps are
@@ -54,34 +52,7 @@ impl Op for HardSwish {
 impl HardSwish {
     /// The op over `data`, in place.
     pub fn apply(&self, data: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 (checked at run time just above).
-            return unsafe { self.apply_avx2(data) };
-        }
-        self.body(data)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn apply_avx2(&self, data: &mut [f32]) {
-        self.body(data)
-    }
-
-    #[inline(always)]
-    fn body(&self, data: &mut [f32]) {
-        // One loop per combination, so the vectorised loops carry no branches.
-        match (self.pre, self.scale, self.shift) {
-            (Some([a, b]), Some(s), Some(c)) => each(data, |x| swish(x * a + b) * s + c),
-            (Some([a, b]), Some(s), None) => each(data, |x| swish(x * a + b) * s),
-            (None, Some(s), Some(c)) => each(data, |x| swish(x) * s + c),
-            (None, Some(s), None) => each(data, |x| swish(x) * s),
-            (pre, scale, shift) => each(data, |x| {
-                let x1 = pre.map_or(x, |[a, b]| x * a + b);
-                let y = scale.map_or(swish(x1), |s| swish(x1) * s);
-                shift.map_or(y, |c| y + c)
-            }),
-        }
+        nvr_linalg::rows::hard_swish(data, self.pre, self.scale, self.shift)
     }
 
     /// The chain ending in the hard-swish product node `m` (with the scalar steps around
@@ -125,20 +96,6 @@ impl HardSwish {
             }
         }
         Some((x, op, last))
-    }
-}
-
-// max then min, as the graph's ops do (`clamp` differs on NaN and panics on bad bounds).
-#[allow(clippy::manual_clamp)]
-#[inline(always)]
-fn swish(x1: f32) -> f32 {
-    x1 * (x1 + 3.0).max(0.0).min(6.0)
-}
-
-#[inline(always)]
-fn each(data: &mut [f32], f: impl Fn(f32) -> f32) {
-    for v in data {
-        *v = f(*v);
     }
 }
 

@@ -46,8 +46,6 @@
 //! PyTorch fixtures (1e-4) cover them, and the unit tests below compare them with tract's own
 //! ops on random inputs.
 
-#[cfg(target_arch = "x86_64")]
-mod attention512;
 pub mod dense;
 pub mod hardswish;
 pub mod pad;
@@ -67,6 +65,9 @@ use tract_onnx::tract_core::ops::math::{Abs, Add, Max, Mul, Sub};
 use tract_onnx::tract_core::ops::nn::{Sigmoid, Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::Expansion;
+
+use nvr_linalg::attention::{attention_item, AttentionItem, AttentionScratch};
+use nvr_linalg::rows::{channel_op, channel_prelu, layer_norm_rows, quick_gelu, softmax_rows};
 
 type Builder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
@@ -234,67 +235,6 @@ impl Op for LayerNorm {
     op_as_typed_op!();
 }
 
-/// Normalise each `row`-long slice of `data` in place.
-pub fn layer_norm_rows(data: &mut [f32], scale: &[f32], bias: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
-        return unsafe { layer_norm_rows_avx2(data, scale, bias, eps) };
-    }
-    layer_norm_rows_body(data, scale, bias, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn layer_norm_rows_avx2(data: &mut [f32], scale: &[f32], bias: &[f32], eps: f32) {
-    layer_norm_rows_body(data, scale, bias, eps)
-}
-
-#[inline(always)]
-fn layer_norm_rows_body(data: &mut [f32], scale: &[f32], bias: &[f32], eps: f32) {
-    let row = scale.len();
-    for x in data.chunks_exact_mut(row) {
-        let mean = sum(x) / row as f32;
-        let var = sum_sq_dev(x, mean) / row as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((v, &g), &b) in x.iter_mut().zip(scale).zip(bias) {
-            *v = (*v - mean) * inv * g + b;
-        }
-    }
-}
-
-// Sixteen partial sums so the loops vectorise (and round like a blocked sum, closer to the
-// reference than one long serial chain).
-#[inline(always)]
-fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|v| (v - mean) * (v - mean))
-        .sum();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += (v - mean) * (v - mean);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 fn rows_in_place(
     input: TValue,
     row: usize,
@@ -419,90 +359,6 @@ impl Op for RowSoftmax {
     op_as_typed_op!();
 }
 
-/// `exp(x)` for x <= 0 (softmax after the max is taken off), within 2 ulp of the libm
-/// result, branch-free so the compiler vectorises it (Cephes' expf range reduction and
-/// polynomial).
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * C1 - n * C2;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // 2^n without a float-to-int conversion (which blocks vectorisation): n + 127 + 2^23
-    // holds n + 127 in its low mantissa bits; shifting them into the exponent field drops
-    // the rest.
-    y * f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23)
-}
-
-/// Softmax of each `row`-long slice of `data`, in place.
-pub fn softmax_rows(data: &mut [f32], row: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
-        return unsafe { softmax_rows_avx2(data, row) };
-    }
-    softmax_rows_body(data, row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_rows_avx2(data: &mut [f32], row: usize) {
-    softmax_rows_body(data, row)
-}
-
-// One body compiled twice: for the baseline target and, on x86_64, with AVX2 enabled so
-// the same loops vectorise eight wide (aarch64's baseline already has NEON).
-#[inline(always)]
-fn softmax_rows_body(data: &mut [f32], row: usize) {
-    for x in data.chunks_exact_mut(row) {
-        let mut m = [f32::NEG_INFINITY; 16];
-        let chunks = x.chunks_exact(16);
-        let mut max = chunks
-            .remainder()
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        for c in chunks {
-            for (a, &v) in m.iter_mut().zip(c) {
-                *a = a.max(v);
-            }
-        }
-        max = m.iter().copied().fold(max, f32::max);
-        let mut acc = [0f32; 16];
-        let mut chunks = x.chunks_exact_mut(16);
-        for c in &mut chunks {
-            for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
-                *v = exp_nonpositive(*v - max);
-                *a += *v;
-            }
-        }
-        let mut total: f32 = 0.0;
-        for v in chunks.into_remainder() {
-            *v = exp_nonpositive(*v - max);
-            total += *v;
-        }
-        let inv = 1.0 / (acc.iter().sum::<f32>() + total);
-        x.iter_mut().for_each(|v| *v *= inv);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    static YES: OnceLock<bool> = OnceLock::new();
-    *YES.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
 impl EvalOp for RowSoftmax {
     op_out_of_plan!();
 
@@ -551,37 +407,6 @@ impl Op for QuickGelu {
         Ok(vec![format!("alpha: {}", self.alpha)])
     }
     op_as_typed_op!();
-}
-
-/// `x * sigmoid(alpha * x)` over `data`, in place.
-pub fn quick_gelu(data: &mut [f32], alpha: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
-        return unsafe { quick_gelu_avx2(data, alpha) };
-    }
-    quick_gelu_body(data, alpha)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quick_gelu_avx2(data: &mut [f32], alpha: f32) {
-    quick_gelu_body(data, alpha)
-}
-
-#[inline(always)]
-fn quick_gelu_body(data: &mut [f32], alpha: f32) {
-    for v in data.iter_mut() {
-        let t = alpha * *v;
-        // sigmoid(t) from exp(-|t|) <= 1, so nothing overflows whatever the sign.
-        let e = exp_nonpositive(-t.abs());
-        let sig = if t >= 0.0 {
-            1.0 / (1.0 + e)
-        } else {
-            e / (1.0 + e)
-        };
-        *v *= sig;
-    }
 }
 
 impl EvalOp for QuickGelu {
@@ -670,234 +495,6 @@ impl Op for Attention {
         )])
     }
     op_as_typed_op!();
-}
-
-/// One batch item of [`Attention`]: `q` `[M, B, K]`, `k` `[N, B, K]`, `v` `[N, B, D]`,
-/// `out` `[rows, B, D]`.
-pub struct AttentionItem<'a> {
-    pub q: &'a [f32],
-    pub k: &'a [f32],
-    pub v: &'a [f32],
-    pub heads: usize,
-    pub key_dim: usize,
-    pub value_dim: usize,
-}
-
-/// Scratch for [`attention_item`], reused across heads and items.
-#[derive(Default)]
-pub struct AttentionScratch {
-    kt: Vec<f32>,
-    s: Vec<f32>,
-    o: Vec<f32>,
-}
-
-pub fn attention_item(
-    item: &AttentionItem,
-    rows: std::ops::Range<usize>,
-    scale: f32,
-    out: &mut [f32],
-    scratch: &mut AttentionScratch,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if dense::available() {
-        // SAFETY: the CPU has AVX-512 F (checked at run time just above); the item and
-        // `out` come from the op's checked shapes.
-        return unsafe { attention512::attention_item(item, rows, scale, out, scratch) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
-        return unsafe { attention_item_avx2(item, rows, scale, out, scratch) };
-    }
-    attention_item_body::<{ cfg!(target_arch = "aarch64") }>(item, rows, scale, out, scratch)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attention_item_avx2(
-    item: &AttentionItem,
-    rows: std::ops::Range<usize>,
-    scale: f32,
-    out: &mut [f32],
-    scratch: &mut AttentionScratch,
-) {
-    attention_item_body::<true>(item, rows, scale, out, scratch)
-}
-
-/// `a * b + c`, fused where the target has FMA (a libm call where it does not, so only
-/// then).
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-#[inline(always)]
-fn attention_item_body<const FMA: bool>(
-    item: &AttentionItem,
-    rows: std::ops::Range<usize>,
-    scale: f32,
-    out: &mut [f32],
-    scratch: &mut AttentionScratch,
-) {
-    let (h, kd, vd) = (item.heads, item.key_dim, item.value_dim);
-    let n = item.k.len() / (h * kd);
-    // Keys transposed to [K, N] per head, N padded to a multiple of 8 with zeros, so a
-    // block of scores is a sum of K broadcast-multiply-adds over contiguous keys.
-    let np = n.div_ceil(8) * 8;
-    scratch.kt.resize(kd * np, 0.0);
-    scratch.s.resize(SCORE_ROWS * np, 0.0);
-    scratch.o.resize(SCORE_ROWS * kd.max(vd), 0.0);
-    let rows: Vec<usize> = rows.collect();
-    for b in 0..h {
-        for (j, keys) in item.k.chunks_exact(h * kd).enumerate() {
-            let key = &keys[b * kd..][..kd];
-            for (t, &x) in scratch.kt[j..].iter_mut().step_by(np).zip(key) {
-                *t = x;
-            }
-        }
-        let mut done = 0;
-        while done < rows.len() {
-            let take = (rows.len() - done).min(SCORE_ROWS);
-            let block = &rows[done..done + take];
-            let query = |i: usize| &item.q[(i * h + b) * kd..][..kd];
-            if take == SCORE_ROWS {
-                // The block's query rows, scaled and interleaved ([K, rows]): one load
-                // of keys then feeds every row.
-                for (r, &i) in block.iter().enumerate() {
-                    let column = scratch.o[r..].iter_mut().step_by(SCORE_ROWS);
-                    for (t, &x) in column.zip(query(i)) {
-                        *t = x * scale;
-                    }
-                }
-                scores::<SCORE_ROWS, FMA>(&scratch.o, &scratch.kt, np, &mut scratch.s);
-            } else {
-                for (r, &i) in block.iter().enumerate() {
-                    for (o, &x) in scratch.o[..kd].iter_mut().zip(query(i)) {
-                        *o = x * scale;
-                    }
-                    scores::<1, FMA>(&scratch.o, &scratch.kt, np, &mut scratch.s[r * np..]);
-                }
-            }
-            for r in 0..take {
-                softmax_rows_body(&mut scratch.s[r * np..][..n], n);
-            }
-            let value = |j: usize| &item.v[(j * h + b) * vd..][..vd];
-            if take == SCORE_ROWS && vd < 64 && vd % 8 == 0 {
-                // Narrow heads: one row's sums are too few chains to hide the
-                // multiply-add latency, so the block's rows share each value load.
-                for db in (0..vd).step_by(8) {
-                    let acc = weighted_rows::<SCORE_ROWS, FMA>(&scratch.s, np, n, &value, db);
-                    for (r, a) in acc.iter().enumerate() {
-                        out[((done + r) * h + b) * vd + db..][..8].copy_from_slice(a);
-                    }
-                }
-            } else {
-                for r in 0..take {
-                    let p = &scratch.s[r * np..][..n];
-                    let o = &mut out[((done + r) * h + b) * vd..][..vd];
-                    weighted_sum::<FMA>(p, &value, o);
-                }
-            }
-            done += take;
-        }
-    }
-}
-
-/// Query rows scored together: eight 8-key accumulators stay in registers.
-const SCORE_ROWS: usize = 8;
-
-/// `s[r][j] = q[r] . kt[:, j]` for `R` query rows given interleaved (`qt` = `[K, R]`) and
-/// the `np` columns of `kt` (`[K, np]`), eight columns at a time.
-#[inline(always)]
-fn scores<const R: usize, const FMA: bool>(qt: &[f32], kt: &[f32], np: usize, s: &mut [f32]) {
-    let kd = kt.len() / np;
-    for jb in (0..np).step_by(8) {
-        let mut acc = [[0f32; 8]; R];
-        for (krow, qd) in kt.chunks_exact(np).zip(qt[..kd * R].chunks_exact(R)) {
-            let k: &[f32; 8] = krow[jb..jb + 8].try_into().expect("8 keys");
-            for (a, &q) in acc.iter_mut().zip(qd) {
-                for (x, &kv) in a.iter_mut().zip(k) {
-                    *x = madd::<FMA>(q, kv, *x);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            s[r * np + jb..][..8].copy_from_slice(a);
-        }
-    }
-}
-
-/// `o[r] = sum_j p[r][j] * value(j)[db..db + 8]` for `R` rows of probabilities (`p` rows
-/// `np` apart, `n` keys): `R` independent 8-wide chains.
-#[inline(always)]
-fn weighted_rows<'v, const R: usize, const FMA: bool>(
-    p: &[f32],
-    np: usize,
-    n: usize,
-    value: &impl Fn(usize) -> &'v [f32],
-    db: usize,
-) -> [[f32; 8]; R] {
-    let mut acc = [[0f32; 8]; R];
-    for j in 0..n {
-        let v: &[f32; 8] = value(j)[db..][..8].try_into().expect("8 values");
-        for (r, a) in acc.iter_mut().enumerate() {
-            let pj = p[r * np + j];
-            for (x, &vv) in a.iter_mut().zip(v) {
-                *x = madd::<FMA>(pj, vv, *x);
-            }
-        }
-    }
-    acc
-}
-
-/// `o = sum_j p[j] * value(j)`, 64 output values at a time where it can (eight
-/// independent 8-wide accumulators: enough to cover the multiply-add latency), then 8.
-#[inline(always)]
-fn weighted_sum<'v, const FMA: bool>(
-    p: &[f32],
-    value: &impl Fn(usize) -> &'v [f32],
-    o: &mut [f32],
-) {
-    let vd = o.len();
-    let mut db = 0;
-    while db + 64 <= vd {
-        weighted_block::<64, FMA>(p, value, db, &mut o[db..db + 64]);
-        db += 64;
-    }
-    while db + 8 <= vd {
-        weighted_block::<8, FMA>(p, value, db, &mut o[db..db + 8]);
-        db += 8;
-    }
-    if db < vd {
-        let o = &mut o[db..];
-        o.fill(0.0);
-        for (j, &pj) in p.iter().enumerate() {
-            for (x, &vv) in o.iter_mut().zip(&value(j)[db..]) {
-                *x = madd::<FMA>(pj, vv, *x);
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn weighted_block<'v, const W: usize, const FMA: bool>(
-    p: &[f32],
-    value: &impl Fn(usize) -> &'v [f32],
-    db: usize,
-    o: &mut [f32],
-) {
-    let mut acc = [0f32; W];
-    for (j, &pj) in p.iter().enumerate() {
-        let v: &[f32; W] = value(j)[db..][..W].try_into().expect("W values");
-        for (x, &vv) in acc.iter_mut().zip(v) {
-            *x = madd::<FMA>(pj, vv, *x);
-        }
-    }
-    o.copy_from_slice(&acc);
 }
 
 impl EvalOp for Attention {
@@ -1230,44 +827,6 @@ impl Op for ChannelOp {
     op_as_typed_op!();
 }
 
-/// Apply `v` (one value per channel) to `data`, laid out as `[.., channels, inner]`.
-pub fn channel_op(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
-        return unsafe { channel_op_avx2(data, v, inner, mul) };
-    }
-    channel_op_body(data, v, inner, mul)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn channel_op_avx2(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
-    channel_op_body(data, v, inner, mul)
-}
-
-#[inline(always)]
-fn channel_op_body(data: &mut [f32], v: &[f32], inner: usize, mul: bool) {
-    each_channel(data, v, inner, |block, c| {
-        if mul {
-            block.iter_mut().for_each(|x| *x *= c);
-        } else {
-            block.iter_mut().for_each(|x| *x += c);
-        }
-    })
-}
-
-/// `f(block, v[c])` for each channel's block of `inner` values in `data`, laid out as
-/// `[.., channels, inner]`.
-#[inline(always)]
-fn each_channel(data: &mut [f32], v: &[f32], inner: usize, f: impl Fn(&mut [f32], f32)) {
-    for outer in data.chunks_exact_mut(v.len() * inner) {
-        for (block, &c) in outer.chunks_exact_mut(inner).zip(v) {
-            f(block, c)
-        }
-    }
-}
-
 /// `x` with `f(rows, v, inner)` applied in place, `v` one value per index of `axis` (`what`
 /// names the op in the error when they do not match), rows split over the threads.
 fn per_channel_in_place(
@@ -1371,32 +930,6 @@ impl Op for ChannelPrelu {
         Ok(vec![format!("axis: {}", self.axis)])
     }
     op_as_typed_op!();
-}
-
-/// [`ChannelPrelu`] on `data` laid out as `[.., channels, inner]`, `c` one value per
-/// channel.
-pub fn channel_prelu(data: &mut [f32], c: &[f32], inner: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
-        return unsafe { channel_prelu_avx2(data, c, inner) };
-    }
-    channel_prelu_body(data, c, inner)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn channel_prelu_avx2(data: &mut [f32], c: &[f32], inner: usize) {
-    channel_prelu_body(data, c, inner)
-}
-
-#[inline(always)]
-fn channel_prelu_body(data: &mut [f32], c: &[f32], inner: usize) {
-    each_channel(data, c, inner, |block, c| {
-        for x in block {
-            *x = if *x >= 0.0 { *x } else { c * (*x + *x) };
-        }
-    })
 }
 
 impl EvalOp for ChannelPrelu {
@@ -1545,53 +1078,6 @@ mod tests {
         crate::inference::xclip::seeded_values(seed, n)
     }
 
-    #[test]
-    fn exp_matches_libm_over_the_softmax_range() {
-        let mut worst = 0f32;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let want = x.exp();
-            let got = exp_nonpositive(x);
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.001;
-        }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-    }
-
-    #[test]
-    fn softmax_rows_match_the_definition() {
-        for row in [1, 3, 17, 51, 64] {
-            let x: Vec<f32> = values(row * 7, row as u64)
-                .iter()
-                .map(|v| v * 20.0)
-                .collect();
-            let mut got = x.clone();
-            softmax_rows(&mut got, row);
-            for (r, g) in x.chunks(row).zip(got.chunks(row)) {
-                let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let s: f64 = r.iter().map(|&v| (v as f64 - m).exp()).sum();
-                for (&v, &o) in r.iter().zip(g) {
-                    let want = (v as f64 - m).exp() / s;
-                    assert!((o as f64 - want).abs() < 1e-6, "row {row}: {o} vs {want}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn quick_gelu_matches_the_definition() {
-        let x: Vec<f32> = values(1000, 3).iter().map(|v| v * 40.0).collect();
-        let mut got = x.clone();
-        quick_gelu(&mut got, 1.702);
-        for (&v, &g) in x.iter().zip(&got) {
-            let want = v as f64 / (1.0 + (-1.702 * v as f64).exp());
-            assert!(
-                (g as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
-                "{v}: {g} vs {want}"
-            );
-        }
-    }
-
     /// On the committed tiny X-CLIP: every op of this module fires, and the graph with them
     /// agrees with tract's own (the parity tests compare both with PyTorch).
     #[test]
@@ -1626,7 +1112,11 @@ mod tests {
         }
         // The dense layers run on our kernel only where the CPU has it.
         for op in ["NvrDense", "NvrPatchEmbed"] {
-            assert_eq!(count(op) > 0, dense::available(), "{op} on this CPU");
+            assert_eq!(
+                count(op) > 0,
+                nvr_linalg::dense::available(),
+                "{op} on this CPU"
+            );
         }
         let px = values(8 * 3 * 224 * 224, 1234);
         let te = values(5 * 64, 99);
@@ -1717,52 +1207,6 @@ mod tests {
         }
     }
 
-    /// The dispatch picks one compilation of the kernels (AVX-512 where the CPU has it);
-    /// the others (AVX2, aarch64's fused multiply-adds, x86 without AVX2) must agree with
-    /// it.
-    #[test]
-    fn every_attention_variant_agrees() {
-        // Narrow heads (the shared-row path) and a row tail.
-        let (m, h, n, kd, vd) = (19, 2, 19, 16, 24);
-        let q = values(m * h * kd, 4);
-        let k = values(n * h * kd, 5);
-        let v = values(n * h * vd, 6);
-        let item = AttentionItem {
-            q: &q,
-            k: &k,
-            v: &v,
-            heads: h,
-            key_dim: kd,
-            value_dim: vd,
-        };
-        let run = |f: &dyn Fn(&mut [f32], &mut AttentionScratch)| {
-            let mut out = vec![0f32; m * h * vd];
-            f(&mut out, &mut AttentionScratch::default());
-            out
-        };
-        let dispatched = run(&|o, s| attention_item(&item, 0..m, 0.25, o, s));
-        let fused = run(&|o, s| attention_item_body::<true>(&item, 0..m, 0.25, o, s));
-        let plain = run(&|o, s| attention_item_body::<false>(&item, 0..m, 0.25, o, s));
-        // Only x86_64 has a further compilation to add.
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut others = vec![fused, plain];
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            others.push(run(&|o, s| unsafe {
-                attention_item_avx2(&item, 0..m, 0.25, o, s)
-            }));
-        }
-        for other in &others {
-            let d = dispatched
-                .iter()
-                .zip(other.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(d < 1e-5, "variants differ by {d}");
-        }
-    }
-
     /// The PReLU chain as tflite2onnx writes it, fused, gives tract's own result on
     /// values of both signs; with the chain's parts shared elsewhere it is left alone.
     #[test]
@@ -1838,30 +1282,6 @@ mod tests {
                 let c = if axis == 1 { (i / 5) % 3 } else { i % 3 };
                 let want = if mul { xi * v[c] } else { xi + v[c] };
                 assert_eq!(g, want, "mul {mul}, axis {axis}, element {i}");
-            }
-        }
-    }
-
-    #[test]
-    fn layer_norm_rows_match_the_definition() {
-        for row in [5, 16, 51, 768] {
-            let x: Vec<f32> = values(row * 3, 7).iter().map(|v| v * 3.0 + 1.5).collect();
-            let scale = values(row, 8);
-            let bias = values(row, 9);
-            let mut got = x.clone();
-            layer_norm_rows(&mut got, &scale, &bias, 1e-5);
-            for (r, g) in x.chunks(row).zip(got.chunks(row)) {
-                let mean = r.iter().map(|&v| v as f64).sum::<f64>() / row as f64;
-                let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row as f64;
-                for i in 0..row {
-                    let want = (r[i] as f64 - mean) / (var + 1e-5).sqrt() * scale[i] as f64
-                        + bias[i] as f64;
-                    assert!(
-                        (g[i] as f64 - want).abs() < 1e-4,
-                        "row {row}[{i}]: {} vs {want}",
-                        g[i]
-                    );
-                }
             }
         }
     }

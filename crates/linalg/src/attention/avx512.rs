@@ -1,4 +1,4 @@
-//! [`super::Attention`]'s per-item kernel on AVX-512 CPUs: the computation of
+//! The attention item kernel on AVX-512 CPUs: the computation of
 //! `attention_item_body`, sixteen keys or values to a register and the softmax's exp in
 //! registers too. On the committed tiny X-CLIP (16-wide heads, 50 keys) the portable
 //! body, compiled for AVX2, spent ~23 µs a frame and layer on what is ~3 µs of arithmetic:
