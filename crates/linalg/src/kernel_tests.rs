@@ -265,6 +265,7 @@ fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, k: usize, n: usize) -> Vec
 /// Every row tail (1..=12 rows left for the last block), column tails inside a panel
 /// and across panels, depths from 1, with and without a bias.
 #[test]
+#[cfg_attr(not(target_arch = "x86_64"), ignore = "AVX-512 kernel: x86_64 only")]
 fn kernel_matches_the_definition_on_every_tail() {
     if !available() {
         eprintln!("no AVX-512 on this CPU: the kernel is not used here");
@@ -323,6 +324,7 @@ fn patch_rows(
 /// Patches read where they lie give the bits of the copied rows through [`dense`]:
 /// a range of patches starting mid-grid, a row tail, a column tail, non-square patches.
 #[test]
+#[cfg_attr(not(target_arch = "x86_64"), ignore = "AVX-512 kernel: x86_64 only")]
 fn patches_read_in_place_match_copied_rows() {
     if !available() {
         eprintln!("no AVX-512 on this CPU: the kernel is not used here");
@@ -383,6 +385,7 @@ fn patch_rows_follow_the_kernel_layout() {
 /// 1x1 convolution: `out[o, p] = w[o, :] . x[:, p] + bias[o]` for output rows from
 /// `first`, pixel counts that fill no panel and several.
 #[test]
+#[cfg_attr(not(target_arch = "x86_64"), ignore = "AVX-512 kernel: x86_64 only")]
 fn pointwise_matches_the_definition() {
     if !available() {
         eprintln!("no AVX-512 tier here: the pointwise kernel is not used on this CPU");

@@ -412,7 +412,7 @@ pub fn patch_embed_chain(model: &TypedModel, mv: usize) -> Option<(OutletId, Pat
     if !available() || model.nodes[mv].op_as::<AxisOp>() != Some(&AxisOp::Move(1, 2)) {
         return None;
     }
-    let single_use = |o: OutletId| super::used_once(model, o);
+    let single_use = |o: OutletId| super::pattern::used_once(model, o);
     let reshape = model.nodes[mv].inputs[0];
     let rn = &model.nodes[reshape.node];
     let AxisOp::Reshape(2, from, to) = rn.op_as::<AxisOp>()? else {
@@ -593,7 +593,7 @@ mod tests {
             let a = ours.run(tvec!(input.clone().into_tvalue())).unwrap();
             let b = theirs.run(tvec!(input.into_tvalue())).unwrap();
             assert_eq!(a[0].shape(), b[0].shape(), "{expr}: shape");
-            let diff = crate::inference::ops::max_abs_diff(&a[0], &b[0]);
+            let diff = crate::inference::ops::tests::max_abs_diff(&a[0], &b[0]);
             assert!(diff < 1e-5, "{expr}: differs from tract by {diff}");
         }
     }

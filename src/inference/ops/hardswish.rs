@@ -11,7 +11,8 @@ use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
 use tract_onnx::tract_hir::internal::*;
 
-use super::{rows_in_place, used_once};
+use super::inplace::{like_input, rows_in_place};
+use super::pattern::used_once;
 
 /// `y = (x1 * min(max(x1 + 3, 0), 6)) * s + c` with `x1 = x * a + b`; absent steps are
 /// `a = s = 1`, `b = c = 0` and are not computed.
@@ -175,8 +176,7 @@ impl EvalOp for HardSwish {
 
 impl TypedOp for HardSwish {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == DatumType::F32);
-        Ok(tvec!(inputs[0].without_value()))
+        like_input(inputs, 0, true)
     }
 
     as_op!();
@@ -185,7 +185,7 @@ impl TypedOp for HardSwish {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::ops::max_abs_diff;
+    use crate::inference::ops::tests::max_abs_diff;
     use tract_onnx::tract_core::ops::math;
 
     /// `x * a + b` (when `pre`), hard-swish, `* s + c`, as PP-LCNet exports it; `x1`

@@ -146,7 +146,8 @@ mod tests {
     /// cover them against onnxruntime).
     #[test]
     fn takes_the_pads_of_nanodet() {
-        let (_, count) = crate::inference::ops::committed_plan("models/identity/nanodet.onnx");
+        let (_, count) =
+            crate::inference::ops::tests::committed_plan("models/identity/nanodet.onnx");
         assert!(count("NvrRowPad") > 0);
         assert_eq!(count("Pad"), 0);
     }

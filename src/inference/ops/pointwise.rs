@@ -81,7 +81,7 @@ impl Pointwise {
             "nihw,oi->ohw",
             "ihw,oi->nohw",
         ];
-        if !available() || !forms.iter().any(|f| super::einsum_is(model, e, f)) {
+        if !available() || !forms.iter().any(|f| super::pattern::einsum_is(model, e, f)) {
             return None;
         }
         let node = &model.nodes[e];
@@ -125,7 +125,7 @@ fn channel_bias_after(
     shape: &ShapeFact,
 ) -> Option<(Vec<f32>, usize)> {
     let o = OutletId::new(e, 0);
-    if !super::used_once(model, o) {
+    if !super::pattern::used_once(model, o) {
         return None;
     }
     let succ = model.outlet_successors(o)[0];
@@ -219,7 +219,7 @@ impl TypedOp for Pointwise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::ops::max_abs_diff;
+    use crate::inference::ops::tests::max_abs_diff;
     use crate::inference::xclip::seeded_values;
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math;

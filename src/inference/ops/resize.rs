@@ -176,7 +176,8 @@ mod tests {
     /// them against onnxruntime).
     #[test]
     fn takes_every_resize_of_nanodet() {
-        let (_, count) = crate::inference::ops::committed_plan("models/identity/nanodet.onnx");
+        let (_, count) =
+            crate::inference::ops::tests::committed_plan("models/identity/nanodet.onnx");
         assert_eq!((count("NvrResize"), count("Resize")), (4, 0));
     }
 
