@@ -331,9 +331,34 @@ pub trait Backend: Send + Sync {
     fn household(&self, names: bool) -> String;
     /// Run the self-test, calling `row` for each line of the table as it is produced.
     fn selftest(&self, row: &mut dyn FnMut(&str));
-    fn set_log_filter(&self, filter: &str) -> Result<(), String>;
-    fn remove_member(&self, id: i64) -> Result<String, String>;
-    fn clear_ring(&self, camera: &str) -> Result<String, String>;
+    fn set_log_filter(&self, filter: &str) -> Result<(), BackendError>;
+    /// Remove a household member; returns what to tell the technician.
+    fn remove_member(&self, id: i64) -> Result<String, BackendError>;
+    /// Drop every frame of a camera's ring; returns what to tell the technician.
+    fn clear_ring(&self, camera: &str) -> Result<String, BackendError>;
+}
+
+/// Why a console command that changes something did not.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("no camera {0:?}")]
+    NoCamera(String),
+    /// The recorder's part failed; its error (and causes) say why.
+    #[error("{what}")]
+    Failed {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl BackendError {
+    pub fn failed(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError::Failed {
+            what,
+            source: Box::new(e),
+        }
+    }
 }
 
 const HELP: &str = "commands:
@@ -407,7 +432,7 @@ impl<'a> Session<'a> {
             }
             ("log", Some(f), false) => match self.backend.set_log_filter(f) {
                 Ok(()) => format!("log filter now {f}"),
-                Err(e) => format!("error: {e}"),
+                Err(e) => format!("error: {}", crate::error_chain(&e)),
             },
             ("unlock", Some(pin), false) => self.unlock(pin),
             ("lock", None, false) => {
@@ -421,13 +446,13 @@ impl<'a> Session<'a> {
                 Ok(id) => self
                     .backend
                     .remove_member(id)
-                    .unwrap_or_else(|e| format!("error: {e}")),
+                    .unwrap_or_else(|e| format!("error: {}", crate::error_chain(&e))),
                 Err(_) => "error: remove-member takes a member id".into(),
             },
             ("clear-ring", Some(cam), false) => self
                 .backend
                 .clear_ring(cam)
-                .unwrap_or_else(|e| format!("error: {e}")),
+                .unwrap_or_else(|e| format!("error: {}", crate::error_chain(&e))),
             (
                 "help" | "version" | "status" | "cams" | "mem" | "household" | "selftest" | "lock"
                 | "log" | "unlock" | "remove-member" | "clear-ring" | "events",

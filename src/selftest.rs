@@ -401,29 +401,43 @@ fps = 15.0
 ring = { frames = 300, max_bytes = 16000000 }
 "#;
 
+/// Why the probe camera did not run.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("probe camera config")]
+    Config(#[from] toml::de::Error),
+    #[error("{0}")]
+    Events(String, #[source] crate::store::StoreError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Recording(#[from] crate::recording::RecordingError),
+    #[error("analysis thread")]
+    Analysis(#[from] std::io::Error),
+}
+
 impl Probe {
-    fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, ProbeError> {
         let scratch = cfg
             .storage
             .data_dir
             .join(format!("selftest-probe-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&scratch);
-        let cam: CameraConfig = toml::from_str(PROBE_CAMERA).map_err(|e| e.to_string())?;
+        let cam: CameraConfig = toml::from_str(PROBE_CAMERA)?;
         let mut probe_cfg = cfg.clone();
         probe_cfg.cameras = vec![cam];
         // The probe's figure walks wherever the real cameras' masks are.
         probe_cfg.motion.masks.clear();
         probe_cfg.recording.pre_secs = cfg.recording.pre_secs.min(10.0);
         let events = EventStore::open_in(&scratch, probe_cfg.events.clone())
-            .map_err(|e| format!("{}: {}", scratch.display(), error_chain(&e)))?;
+            .map_err(|e| ProbeError::Events(scratch.display().to_string(), e))?;
         let events = Arc::new(events);
-        let pipeline = Pipeline::start(&probe_cfg, clock.clone()).map_err(|e| error_chain(&e))?;
+        let pipeline = Pipeline::start(&probe_cfg, clock.clone())?;
         let clips = ClipDir::open(
             &scratch.join("clips"),
             probe_cfg.recording.disk_budget_mb,
             probe_cfg.recording.min_free_mb,
-        )
-        .map_err(|e| error_chain(&e))?
+        )?
         .0;
         let deps = AnalysisDeps {
             xclip: None,
@@ -437,8 +451,7 @@ impl Probe {
             ..probe_cfg.recording.clone()
         };
         let mut analyzers =
-            analysis::start_all(&pipeline, &deps, &recording, Some(&Arc::new(clips)))
-                .map_err(|e| e.to_string())?;
+            analysis::start_all(&pipeline, &deps, &recording, Some(&Arc::new(clips)))?;
         Ok(Self {
             pipeline,
             analyzer: analyzers.remove(0),
@@ -465,7 +478,7 @@ impl Probe {
         Self::finish(cfg, probe)
     }
 
-    fn finish(cfg: &Config, probe: Result<Self, String>) -> Vec<Check> {
+    fn finish(cfg: &Config, probe: Result<Self, ProbeError>) -> Vec<Check> {
         let target = cfg.targets.frame_to_event_ms;
         let failed = |e: &str| {
             vec![
@@ -477,7 +490,7 @@ impl Probe {
         };
         let mut p = match probe {
             Ok(p) => p,
-            Err(e) => return failed(&e),
+            Err(e) => return failed(&error_chain(&e)),
         };
         // Analysis first: it closes the event and finishes the video from the ring.
         p.analyzer.stop();
@@ -645,9 +658,11 @@ fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check> {
     };
     let mut checks = Vec::new();
     let problems = match hh.integrity_check() {
-        Ok(Ok(())) => Check::new("household_db", None, 0.0, Op::AtMost, 0.0, "problems"),
-        Ok(Err(found)) => Check::new("household_db", None, 1.0, Op::AtMost, 0.0, "problems")
-            .detail(format!("PRAGMA integrity_check: {found}")),
+        Ok(found) if found.is_empty() => {
+            Check::new("household_db", None, 0.0, Op::AtMost, 0.0, "problems")
+        }
+        Ok(found) => Check::new("household_db", None, 1.0, Op::AtMost, 0.0, "problems")
+            .detail(format!("PRAGMA integrity_check: {}", found.join("; "))),
         Err(e) => {
             Check::failed("household_db", Op::AtMost, 0.0, "problems").detail(error_chain(&e))
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::analysis::{self, AnalysisConfig, AnalysisDeps, AnalysisStats, Analyzer, IdentityDeps};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::console;
+use crate::console::{self, BackendError};
 use crate::events::EventStore;
 use crate::household::Household;
 use crate::inference::text_cache::configured_prompts;
@@ -64,13 +64,12 @@ impl Backend {
         self.cameras.iter().map(|c| c.report(now)).collect()
     }
 
-    fn household(&self) -> Result<Household, String> {
+    fn household(&self) -> Result<Household, crate::household::HouseholdError> {
         Household::open_in(
             &self.cfg.storage.data_dir,
             self.cfg.household.clone(),
             self.clock.clone(),
         )
-        .map_err(|e| e.to_string())
     }
 }
 
@@ -234,26 +233,26 @@ impl console::Backend for Backend {
         }
     }
 
-    fn set_log_filter(&self, filter: &str) -> Result<(), String> {
-        crate::telemetry::set_filter(filter)?;
+    fn set_log_filter(&self, filter: &str) -> Result<(), BackendError> {
+        crate::telemetry::set_filter(filter).map_err(|e| BackendError::failed("log", e))?;
         // Logged at warn so it shows under any filter: the log says who changed what.
         tracing::warn!(filter, "log filter changed from the console");
         Ok(())
     }
 
-    fn remove_member(&self, id: i64) -> Result<String, String> {
-        self.household()?
-            .remove_member(id)
-            .map_err(|e| e.to_string())?;
+    fn remove_member(&self, id: i64) -> Result<String, BackendError> {
+        self.household()
+            .and_then(|hh| hh.remove_member(id))
+            .map_err(|e| BackendError::failed("household", e))?;
         Ok(format!("member {id} removed"))
     }
 
-    fn clear_ring(&self, camera: &str) -> Result<String, String> {
+    fn clear_ring(&self, camera: &str) -> Result<String, BackendError> {
         let cam = self
             .cameras
             .iter()
             .find(|c| c.config.id == camera)
-            .ok_or_else(|| format!("no camera {camera:?}"))?;
+            .ok_or_else(|| BackendError::NoCamera(camera.to_string()))?;
         cam.shared.ring.clear();
         Ok(format!("ring of {camera} cleared"))
     }

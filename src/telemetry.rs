@@ -59,12 +59,25 @@ pub fn colour_for(stderr_is_terminal: bool) -> bool {
     stderr_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("filter {filter:?}")]
+    Invalid {
+        filter: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("logging is not initialised")]
+    NotInitialised,
+    #[error("log filter")]
+    Reload(#[from] tracing_subscriber::reload::Error),
+}
+
 /// Replace the log filter of the running process.
-pub fn set_filter(filter: &str) -> Result<(), String> {
-    let f = EnvFilter::try_new(filter).map_err(|e| format!("filter {filter:?}: {e}"))?;
-    FILTER
-        .get()
-        .ok_or_else(|| "logging is not initialised".to_string())?
-        .reload(f)
-        .map_err(|e| e.to_string())
+pub fn set_filter(filter: &str) -> Result<(), FilterError> {
+    let f = EnvFilter::try_new(filter).map_err(|source| FilterError::Invalid {
+        filter: filter.to_string(),
+        source,
+    })?;
+    Ok(FILTER.get().ok_or(FilterError::NotInitialised)?.reload(f)?)
 }

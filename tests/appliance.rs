@@ -249,7 +249,7 @@ fn kill_9_during_event_writes_loses_no_committed_event() {
         }
     }
     let conn = nvr_edge::store::open_in(dir.path()).unwrap();
-    assert_eq!(nvr_edge::store::integrity_check(&conn).unwrap(), Ok(()));
+    assert!(nvr_edge::store::integrity_check(&conn).unwrap().is_empty());
     let store = EventStore::open_in(dir.path(), Retention::default()).unwrap();
     let after = store.list(1000, None).unwrap();
     for e in &before {

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nvr_edge::config::ConsoleConfig;
-use nvr_edge::console::{hash_pin, serve, Backend, Input, LineReader, Lockout, Session};
+use nvr_edge::console::{
+    hash_pin, serve, Backend, BackendError, Input, LineReader, Lockout, Session,
+};
 use proptest::prelude::*;
 
 struct Pty {
@@ -292,13 +294,13 @@ impl Backend for Quiet {
     fn selftest(&self, row: &mut dyn FnMut(&str)) {
         row("ok")
     }
-    fn set_log_filter(&self, _: &str) -> Result<(), String> {
+    fn set_log_filter(&self, _: &str) -> Result<(), BackendError> {
         Ok(())
     }
-    fn remove_member(&self, _: i64) -> Result<String, String> {
+    fn remove_member(&self, _: i64) -> Result<String, BackendError> {
         Ok("ok".into())
     }
-    fn clear_ring(&self, _: &str) -> Result<String, String> {
+    fn clear_ring(&self, _: &str) -> Result<String, BackendError> {
         Ok("ok".into())
     }
 }

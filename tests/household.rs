@@ -289,7 +289,7 @@ fn data_survives_a_reopen() {
     assert_eq!(nurse.notes, "agency");
     assert_eq!(members[0].embeddings.get(MODEL), Some(&1));
     assert_eq!(hh.vehicles().unwrap()[0].plate.as_deref(), Some("AB12 CDE"));
-    assert_eq!(hh.integrity_check().unwrap(), Ok(()));
+    assert!(hh.integrity_check().unwrap().is_empty());
 }
 
 #[test]

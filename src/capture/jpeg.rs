@@ -14,6 +14,12 @@ pub enum JpegError {
     Truncated,
     #[error("{0}")]
     Invalid(String),
+    #[error("no JPEG start-of-image marker")]
+    NoStart,
+    #[error("no JPEG end-of-image marker (truncated?)")]
+    NoEnd,
+    #[error("JPEG header: {0}")]
+    Header(#[source] image::ImageError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -149,16 +155,16 @@ pub fn read_jpeg<R: BufRead>(
 
 /// Check that `bytes` is one whole JPEG whose header parses, and return its size. Does
 /// not decode the scan: that is the consumer's job, and it must cope with a bad scan too.
-pub fn validate_jpeg(bytes: &[u8]) -> Result<(u32, u32), String> {
+pub fn validate_jpeg(bytes: &[u8]) -> Result<(u32, u32), JpegError> {
     if bytes.len() < 4 || bytes[..2] != [0xFF, 0xD8] {
-        return Err("no JPEG start-of-image marker".into());
+        return Err(JpegError::NoStart);
     }
     if bytes[bytes.len() - 2..] != [0xFF, 0xD9] {
-        return Err("no JPEG end-of-image marker (truncated?)".into());
+        return Err(JpegError::NoEnd);
     }
     use image::ImageDecoder;
     let dec = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("JPEG header: {e}"))?;
+        .map_err(JpegError::Header)?;
     Ok(dec.dimensions())
 }
 

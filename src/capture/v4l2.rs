@@ -298,7 +298,8 @@ impl FrameSource for V4l2Source {
         // that differs from the granted size); frames nvr-edge encodes have that size.
         let (width, height) = match self.fourcc {
             MJPG => {
-                let size = validate_jpeg(bytes).map_err(SourceError::BadFrame)?;
+                let size =
+                    validate_jpeg(bytes).map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 buf.extend_from_slice(bytes);
                 size
             }

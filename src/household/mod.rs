@@ -462,8 +462,8 @@ impl Household {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// `PRAGMA integrity_check` of the database.
-    pub fn integrity_check(&self) -> Result<Result<(), String>, HouseholdError> {
+    /// `PRAGMA integrity_check` of the database: what it found wrong, none when sound.
+    pub fn integrity_check(&self) -> Result<Vec<String>, HouseholdError> {
         Ok(store::integrity_check(&self.conn())?)
     }
 

@@ -144,16 +144,16 @@ pub fn migrate(conn: &Connection, target: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `PRAGMA integrity_check`: `Ok(())` when SQLite answers "ok", else its findings.
-pub fn integrity_check(conn: &Connection) -> Result<Result<(), String>, StoreError> {
+/// `PRAGMA integrity_check`: what SQLite found wrong, none when it answers "ok".
+pub fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
     let rows: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(if rows.len() == 1 && rows[0] == "ok" {
-        Ok(())
+        Vec::new()
     } else {
-        Err(rows.join("; "))
+        rows
     })
 }
 
