@@ -16,8 +16,7 @@ use crate::config::Config;
 use crate::console::{self, BackendError};
 use crate::events::EventStore;
 use crate::household::Household;
-use crate::inference::text_cache::configured_prompts;
-use crate::inference::{ModelInfo, ServiceConfig, XclipModel, XclipService};
+use crate::inference::{ModelInfo, XclipService};
 use crate::memory::MIB;
 use crate::pipeline::CameraView;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -259,42 +258,20 @@ impl console::Backend for Backend {
 }
 
 fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, ModelInfo)> {
-    let x = &cfg.xclip;
-    let model = match XclipModel::load(x.models_dir.as_deref()) {
-        Ok(m) => Arc::new(m),
-        Err(e) => {
-            tracing::error!(error = %e, "X-CLIP model not loaded: recording motion events without classifying them");
-            return None;
-        }
-    };
-    let info = model.info.clone();
-    if info.placeholder {
-        tracing::warn!(model = %info.describe(), "X-CLIP model is a placeholder: event actions mean nothing");
-    }
-    let (prompts, embeds) = match configured_prompts(cfg, &model, clock.wall_us() / 1_000_000) {
-        Ok((prompts, e, st)) => {
+    match crate::inference::startup::start(cfg, clock.wall_us() / 1_000_000) {
+        Ok((svc, info, st)) => {
+            if info.placeholder {
+                tracing::warn!(model = %info.describe(), "X-CLIP model is a placeholder: event actions mean nothing");
+            }
             tracing::info!(
                 cached = st.cached,
                 computed = st.computed,
                 "prompt text embeddings ready"
             );
-            (prompts, e)
+            Some((Arc::new(svc), info))
         }
         Err(e) => {
-            tracing::error!(error = %e, "prompt text embeddings failed: not classifying");
-            return None;
-        }
-    };
-    let svc = XclipService::start(
-        model,
-        Arc::new(prompts),
-        Arc::new(embeds),
-        ServiceConfig::from_section(x),
-    );
-    match svc {
-        Ok(s) => Some((Arc::new(s), info)),
-        Err(e) => {
-            tracing::error!(error = %e, "X-CLIP service did not start: not classifying");
+            tracing::error!(error = %crate::error_chain(&e), "not classifying: recording motion events without X-CLIP");
             None
         }
     }

@@ -9,6 +9,7 @@ pub mod preprocess;
 pub mod prompts;
 pub mod resample;
 pub mod service;
+pub mod startup;
 pub mod text_cache;
 pub mod tokenizer;
 pub mod xclip;

@@ -131,53 +131,90 @@ pub(crate) fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     inter / (area(a) + area(b) - inter).max(f32::EPSILON)
 }
 
-/// Load the models `[identity]` asks for. Models that are missing are logged and left out;
-/// an error only when neither faces nor plates could be loaded (it says what each lacked).
-pub fn load_observer(c: &IdentityConfig) -> Result<ModelsObserver, ModelError> {
-    let mut missing = Vec::new();
-    let faces = match FaceEmbedder::load(&c.models_dir) {
-        Ok(embedder) => Some(FaceObserver::new(
-            FaceDetector::builtin()?,
-            embedder,
-            FaceFilter::from_config(c),
-        )),
-        Err(e) => {
-            missing.push(format!("faces: {e}"));
-            None
-        }
-    };
-    let plates = if c.plates {
-        PlateReader::load(&c.models_dir)
-            .inspect_err(|e| missing.push(format!("plates: {e}")))
-            .ok()
-    } else {
-        None
-    };
-    let objects = if c.detector {
-        match ObjectDetector::load(&c.models_dir) {
-            Ok(mut d) => {
+/// Each model `[identity]` asks for, loaded or why not, and what each keeps allocated:
+/// `run` (through [`load_observer`]) and the self-test load them here alike.
+pub struct IdentityModels {
+    /// The built-in face detector and the installed embedder (the detector is loaded only
+    /// with an embedder: alone it recognises nobody).
+    pub faces: Result<(FaceDetector, FaceEmbedder), ModelError>,
+    /// People and vehicles; `None` when `[identity] detector = false`.
+    pub objects: Option<Result<ObjectDetector, ModelError>>,
+    /// Plates; `None` when `[identity] plates = false`.
+    pub plates: Option<Result<PlateReader, ModelError>>,
+    /// jemalloc bytes each loaded model keeps (`None`: not measured), in load order.
+    pub memory: Vec<(&'static str, Option<i64>)>,
+}
+
+impl IdentityModels {
+    pub fn load(c: &IdentityConfig) -> Self {
+        let mut memory = Vec::new();
+        let (embedder, kept) = crate::memory::kept_by(|| FaceEmbedder::load(&c.models_dir));
+        memory.push(("mobilefacenet", kept));
+        let faces = embedder.and_then(|embedder| {
+            let (detector, kept) = crate::memory::kept_by(FaceDetector::builtin);
+            memory.push(("blazeface", kept));
+            Ok((detector?, embedder))
+        });
+        let objects = c.detector.then(|| {
+            let (d, kept) = crate::memory::kept_by(|| ObjectDetector::load(&c.models_dir));
+            memory.push(("nanodet", kept));
+            d.map(|mut d| {
                 d.min_score = c.min_object_score;
-                Some(d)
-            }
-            Err(e) => {
-                missing.push(format!("people/vehicles: {e}"));
-                None
+                d
+            })
+        });
+        let plates = c.plates.then(|| {
+            let (r, kept) = crate::memory::kept_by(|| PlateReader::load(&c.models_dir));
+            memory.push(("ppocr det+rec", kept));
+            r
+        });
+        IdentityModels {
+            faces,
+            objects,
+            plates,
+            memory,
+        }
+    }
+
+    /// The models as the recorder runs them. Models that are missing are logged and left
+    /// out; an error only when neither faces nor plates loaded (it says what each lacked).
+    pub fn into_observer(self, c: &IdentityConfig) -> Result<ModelsObserver, ModelError> {
+        fn take<T>(
+            missing: &mut Vec<String>,
+            what: &str,
+            r: Option<Result<T, ModelError>>,
+        ) -> Option<T> {
+            match r? {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    missing.push(format!("{what}: {e}"));
+                    None
+                }
             }
         }
-    } else {
-        None
-    };
-    if faces.is_none() && plates.is_none() {
-        return Err(ModelError::NoneLoaded(missing.join("; ")));
+        let mut missing = Vec::new();
+        let faces = take(&mut missing, "faces", Some(self.faces))
+            .map(|(d, e)| FaceObserver::new(d, e, FaceFilter::from_config(c)));
+        let plates = take(&mut missing, "plates", self.plates);
+        let objects = take(&mut missing, "people/vehicles", self.objects);
+        if faces.is_none() && plates.is_none() {
+            return Err(ModelError::NoneLoaded(missing.join("; ")));
+        }
+        for m in &missing {
+            tracing::warn!(missing = %m, "identity model not loaded");
+        }
+        Ok(ModelsObserver {
+            objects,
+            plates_without_vehicle: c.plates_without_vehicle,
+            faces,
+            plates,
+            plate_frames: c.plate_frames_per_window as usize,
+        })
     }
-    for m in &missing {
-        tracing::warn!(missing = %m, "identity model not loaded");
-    }
-    Ok(ModelsObserver {
-        objects,
-        plates_without_vehicle: c.plates_without_vehicle,
-        faces,
-        plates,
-        plate_frames: c.plate_frames_per_window as usize,
-    })
+}
+
+/// Load the models `[identity]` asks for, as the recorder runs them (see
+/// [`IdentityModels::into_observer`]).
+pub fn load_observer(c: &IdentityConfig) -> Result<ModelsObserver, ModelError> {
+    IdentityModels::load(c).into_observer(c)
 }
