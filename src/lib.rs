@@ -1,10 +1,9 @@
 //! nvr-edge: a smart video recorder for small aarch64 boards.
 //!
-//! Data flow and design notes: `docs/architecture.md`. Each module owns one job:
-//! [`config`] (typed, validated configuration), [`ring`] (fixed-capacity frame rings),
-//! [`memory`] (jemalloc arenas and accounting), [`capture`] (camera sources and capture
-//! threads), [`pipeline`] (starting and stopping cameras), [`selftest`] (the PASS/FAIL
-//! report), [`fsio`] (bounded reads of files users name), [`service`] (the long-running job), [`clock`], [`telemetry`].
+//! The map (data flow, threads, ownership, invariants, one room per concern) is
+//! `docs/architecture.md`. Composition happens in [`service`]; the command line lives in
+//! the binary (`src/cmds/`), so nothing here knows clap. Architecture-specific kernels
+//! are in `crates/linalg`.
 
 pub mod analysis;
 pub mod capture;

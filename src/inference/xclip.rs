@@ -6,7 +6,7 @@
 //! but recognises nothing, and says so wherever it is reported.
 //!
 //! Loading checks each graph's input names, element types and shapes against the contract
-//! (see `docs/architecture.md`) and names the file and the expectation when they differ,
+//! (see `docs/design/xclip.md`) and names the file and the expectation when they differ,
 //! so a wrong export fails at start with a sentence, not mid-run with a shape panic.
 
 use std::path::{Path, PathBuf};
