@@ -2,7 +2,7 @@
 //! FFmpeg (what players use) reads frame for frame; pre- and post-roll boundaries, the
 //! length limit, the disk budget (oldest first, the event says so) and what a crash leaves.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

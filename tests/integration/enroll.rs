@@ -4,7 +4,7 @@
 //! negative enrolment stops a look-alike from being named; missing models are an error
 //! that names the file.
 
-mod common;
+use crate::common;
 
 use common::HouseholdCli;
 

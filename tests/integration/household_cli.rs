@@ -1,7 +1,7 @@
 //! `nvr-edge household ...` end to end through the binary and a real database file:
 //! JSON out, bad input refused with status 2 and the database unchanged.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! scene records nothing; kill -9 loses no committed event and leaves no video that claims
 //! to be complete.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

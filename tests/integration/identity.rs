@@ -3,8 +3,6 @@
 //! an event's risk (in the event store, and end to end through `Appliance` with an observer
 //! at the seam the real identity models fill).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
