@@ -21,8 +21,8 @@ use nvr_edge::capture::open_source;
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
 use nvr_edge::inference::onnx::GraphThreads;
-use nvr_edge::inference::text_cache::prompt_embeddings;
 use nvr_edge::inference::xclip::seeded_values;
+use nvr_edge::inference::xclip::text_cache::prompt_embeddings;
 use nvr_edge::inference::{
     ClipRequest, ClipTokenizer, PromptSet, ServiceConfig, WhenFull, XclipModel, XclipService,
 };

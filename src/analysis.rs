@@ -30,7 +30,7 @@ use crate::events::{EventStore, Opened};
 pub use crate::household::identity::IdentityDeps;
 use crate::household::identity::{EventIdentity, Identified};
 use crate::inference::identity::Observation;
-use crate::inference::service::Ticket;
+use crate::inference::xclip::service::Ticket;
 use crate::inference::{ClipRequest, Risk, XclipError, XclipService};
 use crate::motion::MotionGate;
 use crate::pipeline::Pipeline;

@@ -258,7 +258,7 @@ impl console::Backend for Backend {
 }
 
 fn start_xclip(cfg: &Config, clock: &dyn Clock) -> Option<(Arc<XclipService>, ModelInfo)> {
-    match crate::inference::startup::start(cfg, clock.wall_us() / 1_000_000) {
+    match crate::inference::xclip::startup::start(cfg, clock.wall_us() / 1_000_000) {
         Ok((svc, info, st)) => {
             if info.placeholder {
                 tracing::warn!(model = %info.describe(), "X-CLIP model is a placeholder: event actions mean nothing");

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use nvr_edge::config::Config;
-use nvr_edge::inference::text_cache::prompt_embeddings;
+use nvr_edge::inference::xclip::text_cache::prompt_embeddings;
 use nvr_edge::inference::{
     ClipRequest, ClipTokenizer, PromptSet, ServiceConfig, WhenFull, XclipError, XclipModel,
     XclipService,

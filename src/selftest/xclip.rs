@@ -2,7 +2,7 @@
 //! throughput and concurrent correctness, and the service kept busy while cameras run.
 
 use super::*;
-use crate::inference::startup::Loaded;
+use crate::inference::xclip::startup::Loaded;
 
 /// A service and clips to keep it busy with while the cameras run.
 pub(super) type Load = (XclipService, Vec<FrameBatch>);
@@ -17,7 +17,7 @@ pub(super) fn xclip_checks(
     let x = &cfg.xclip;
     let fail =
         |name: &str, detail: String| Check::failed(name, Op::AtMost, 0.0, "errors").detail(detail);
-    // The start-up sequence `run` uses (inference::startup), one row per step.
+    // The start-up sequence `run` uses (inference::xclip::startup), one row per step.
     let loaded = match Loaded::load(cfg) {
         Ok(l) => l,
         Err(e) => return (vec![fail("xclip_model", error_chain(&e))], Vec::new(), None),

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nvr_edge::inference::onnx::GraphThreads;
-use nvr_edge::inference::text_cache::prompt_embeddings;
-use nvr_edge::inference::tokenizer::CONTEXT;
 use nvr_edge::inference::xclip::seeded_values;
+use nvr_edge::inference::xclip::text_cache::prompt_embeddings;
+use nvr_edge::inference::xclip::tokenizer::CONTEXT;
 use nvr_edge::inference::{
     ClipRequest, ClipTokenizer, Preprocessor, PromptSet, ServiceConfig, WhenFull, XclipError,
     XclipModel, XclipService,

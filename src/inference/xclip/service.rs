@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::onnx::GraphThreads;
+use super::model::XclipModel;
 use super::preprocess::{ClipStats, Preprocessor};
 use super::prompts::{Classification, PromptSet};
-use super::xclip::XclipModel;
 use super::XclipError;
 pub use crate::config::WhenFull;
+use crate::inference::onnx::GraphThreads;
 use crate::ring::FrameBatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,26 +14,26 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
-use super::onnx::{build, build_read, sha256_hex, Expect, Plan, Sha256Reader};
 use super::preprocess::PreprocessParams;
 use super::tokenizer::{Encoded, CONTEXT};
 use super::XclipError;
+use crate::inference::onnx::{build, build_read, sha256_hex, Expect, Plan, Sha256Reader};
 
 const TEXT_FILE: &str = "xclip_text.onnx";
 const VIDEO_FILE: &str = "xclip_video.onnx";
 const MANIFEST_FILE: &str = "manifest.json";
 
-const BUILTIN_TEXT: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_text.onnx");
-const BUILTIN_VIDEO: &[u8] = include_bytes!("../../models/xclip-tiny/xclip_video.onnx");
+const BUILTIN_TEXT: &[u8] = include_bytes!("../../../models/xclip-tiny/xclip_text.onnx");
+const BUILTIN_VIDEO: &[u8] = include_bytes!("../../../models/xclip-tiny/xclip_video.onnx");
 /// `ModelInfo::source` of the model compiled into the binary.
 pub const BUILTIN_SOURCE: &str = "built-in";
-const BUILTIN_MANIFEST: &str = include_str!("../../models/xclip-tiny/manifest.json");
+const BUILTIN_MANIFEST: &str = include_str!("../../../models/xclip-tiny/manifest.json");
 // PyTorch's outputs for the built-in model (models/export_xclip.py): text embeddings of
 // the default prompts and the video logits on `seeded_values(1234)`.
 const BUILTIN_TEXT_EMBEDS: &[u8] =
-    include_bytes!("../../models/xclip-tiny/fixtures/text_embeds.npy");
+    include_bytes!("../../../models/xclip-tiny/fixtures/text_embeds.npy");
 const BUILTIN_LOGITS: &[u8] =
-    include_bytes!("../../models/xclip-tiny/fixtures/video_logits_seed1234.npy");
+    include_bytes!("../../../models/xclip-tiny/fixtures/video_logits_seed1234.npy");
 
 /// What `models/export_xclip.py` records about a model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,16 +304,16 @@ impl XclipModel {
     }
 
     /// Per-op times of the video graph on `pixel_values` and `text_embeds` (see
-    /// [`super::onnx::profile`]).
+    /// [`crate::inference::onnx::profile`]).
     pub fn profile_video(
         &self,
         pixel_values: &[f32],
         text_embeds: &[f32],
         runs: usize,
-    ) -> Result<Vec<super::onnx::OpTime>, XclipError> {
+    ) -> Result<Vec<crate::inference::onnx::OpTime>, XclipError> {
         let (px, te) = self.video_inputs(pixel_values, text_embeds)?;
         let inputs = [Arc::unwrap_or_clone(px), Arc::unwrap_or_clone(te)];
-        super::onnx::profile(&self.video, &inputs, runs)
+        crate::inference::onnx::profile(&self.video, &inputs, runs)
             .map_err(|e| XclipError::Run(format!("video graph: {e:#}")))
     }
 

@@ -4,9 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::model::XclipModel;
 use super::prompts::PromptSet;
 use super::tokenizer::ClipTokenizer;
-use super::xclip::XclipModel;
 use super::XclipError;
 use crate::store::{from_blob, to_blob};
 
