@@ -29,23 +29,12 @@ pub const MAX_SOCKET_SESSIONS: usize = 2;
 /// The argon2id PHC string for `pin` (random salt, the crate's default cost: ~19 MiB,
 /// a few tens of ms), the form `console.pin_hash` takes.
 pub fn hash_pin(pin: &str) -> String {
-    use password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(pin.as_bytes(), &salt)
-        .expect("argon2 with default parameters")
-        .to_string()
+    crate::secret::hash(pin)
 }
 
 /// Whether `pin` matches a PHC string made by [`hash_pin`] (false for a malformed one).
 pub fn verify_pin(phc: &str, pin: &str) -> bool {
-    use argon2::password_hash::PasswordVerifier;
-    match argon2::PasswordHash::new(phc) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(pin.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
+    crate::secret::verify(phc, pin)
 }
 
 /// Control characters of `text` shown as `\x1b`-style escapes, so stored text (a member's

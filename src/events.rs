@@ -99,6 +99,21 @@ pub fn unchanged(r: Risk) -> (Risk, Option<String>) {
     (r, None)
 }
 
+/// What [`EventStore::query`] selects; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventQuery {
+    pub camera: Option<String>,
+    /// Started at or after (wall µs).
+    pub since_us: Option<i64>,
+    /// Started before (wall µs).
+    pub until_us: Option<i64>,
+    /// Ranked at least this risky (events without a risk never match).
+    pub min_risk: Option<Risk>,
+    /// Older than this event (the previous page's last id).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
 /// Events dropped, oldest first, when the database cannot grow to store a new one.
 const ROWS_FREED_WHEN_FULL: u32 = 32;
 
@@ -330,6 +345,32 @@ impl EventStore {
             "SELECT {COLUMNS} FROM events WHERE (?1 IS NULL OR camera = ?1) ORDER BY start_us DESC, id DESC LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![camera, limit], row_to_event)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events matching `q`, newest (highest id) first; `q.before_id` pages on.
+    pub fn query(&self, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM events WHERE (?1 IS NULL OR camera = ?1) \
+             AND (?2 IS NULL OR start_us >= ?2) AND (?3 IS NULL OR start_us < ?3) \
+             AND (?4 IS NULL OR id < ?4) \
+             AND (?5 IS NULL OR (CASE risk WHEN 'low' THEN 0 WHEN 'medium' THEN 1 \
+                  WHEN 'high' THEN 2 WHEN 'critical' THEN 3 ELSE -1 END) >= ?5) \
+             ORDER BY id DESC LIMIT ?6"
+        ))?;
+        let min_risk = q.min_risk.map(|r| r as i64);
+        let rows = stmt.query_map(
+            params![
+                q.camera,
+                q.since_us,
+                q.until_us,
+                q.before_id,
+                min_risk,
+                q.limit
+            ],
+            row_to_event,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -13,16 +13,19 @@ pub mod console;
 pub mod events;
 pub mod fsio;
 pub mod household;
+pub mod http;
 pub mod inference;
 pub mod memory;
 pub mod motion;
 pub mod pipeline;
 pub mod recording;
 pub mod ring;
+pub mod secret;
 pub mod selftest;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod users;
 
 /// An error and its causes on one line (`a: b: c`), the form logs and the console show.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -12,6 +12,7 @@ use nvr_edge::telemetry::{self, LogFormat};
 use cmds::classify::ClassifyArgs;
 use cmds::events::EventsCmd;
 use cmds::household::HouseholdCmd;
+use cmds::user::UserCmd;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,9 @@ enum Cmd {
     /// Recorded events (database in storage.data_dir).
     #[command(subcommand)]
     Events(EventsCmd),
+    /// People who may use the HTTP API (password from standard input, never argv).
+    #[command(subcommand)]
+    User(UserCmd),
     /// Read a console PIN from standard input (one line; never from the command line,
     /// where other users see it) and print its `console.pin_hash` (argon2id).
     HashPin,
@@ -119,6 +123,9 @@ fn main() -> ExitCode {
         }),
         (Some(Cmd::Household(cmd)), false) => with_config(true, &|cfg| {
             cmds::finish(cmds::household::run(cmd, cfg), |e| e.exit_code())
+        }),
+        (Some(Cmd::User(cmd)), false) => with_config(false, &|cfg| {
+            cmds::finish(cmds::user::run(cmd, cfg), |e| e.exit_code())
         }),
     }
 }

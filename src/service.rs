@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::console::{self, BackendError};
 use crate::events::EventStore;
 use crate::household::Household;
+use crate::http::{HttpError, HttpState};
 use crate::inference::{ModelInfo, XclipService};
 use crate::memory::MIB;
 use crate::pipeline::CameraView;
@@ -23,9 +24,12 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::recording::open_clips;
 use crate::selftest;
 use crate::store::StoreError;
+use crate::users::UserStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error("events database")]
@@ -433,8 +437,52 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut app = Appliance::start(cfg, clock)?;
+    // The HTTP address first: one the rules refuse (a LAN address with no user) stops the
+    // start before any camera opens, with the reason; one already taken only turns the
+    // API off, and the recorder records.
+    let users = Arc::new(UserStore::open_in(&cfg.storage.data_dir).map_err(HttpError::Users)?);
+    let listener = if cfg.http.enabled {
+        match rt.block_on(crate::http::bind(&cfg.http, &users)) {
+            Ok(l) => Some(l),
+            Err(e @ HttpError::Bind { .. }) => {
+                tracing::error!(error = %crate::error_chain(&e), "http API off");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let mut app = Appliance::start(cfg, clock.clone())?;
     tracing::info!(cameras = app.pipeline.cameras().len(), "nvr-edge running");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        let anonymous = users.count().map(|n| n == 0).unwrap_or(false);
+        tracing::info!(
+            addr = %addr.map_or("?".into(), |a| a.to_string()),
+            users = if anonymous { "none: every local request is an admin" } else { "required" },
+            "http listening"
+        );
+        let state = Arc::new(HttpState::new(
+            cfg.http.clone(),
+            clock.clone(),
+            app.pipeline.cameras().iter().map(|c| c.view()).collect(),
+            app.analyzers.iter().map(Analyzer::stats_handle).collect(),
+            app.events.clone(),
+            users.clone(),
+            app.model.clone(),
+        ));
+        let _guard = rt.enter();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = http_stopped.await;
+            };
+            if let Err(e) = crate::http::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        })
+    });
     // systemd (Type=notify): ready now; watchdog pings from this loop, so a hung control
     // plane gets the service restarted. Both are no-ops outside systemd.
     notify(&[sd_notify::NotifyState::Ready]);
@@ -457,6 +505,11 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
         Ok::<_, std::io::Error>(())
     })?;
     notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_http.send(());
+    if let Some(server) = server {
+        // Live streams end with the runtime; requests in flight get a moment to finish.
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
+    }
     app.stop();
     log_summary(&app, &mut Vec::new());
     Ok(())

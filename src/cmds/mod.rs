@@ -9,6 +9,7 @@ pub mod hash_pin;
 pub mod household;
 pub mod run;
 pub mod selftest;
+pub mod user;
 
 use std::process::ExitCode;
 

@@ -59,7 +59,7 @@ impl ConsoleConfig {
         if !(16..=4096).contains(&self.max_line) {
             p.push("console.max_line".into(), "must be 16-4096 bytes");
         }
-        if !self.pin_hash.is_empty() && argon2::PasswordHash::new(&self.pin_hash).is_err() {
+        if !self.pin_hash.is_empty() && !crate::secret::is_phc(&self.pin_hash) {
             p.push(
                 "console.pin_hash".into(),
                 "is not an argon2 PHC string (make one with `nvr-edge hash-pin`)",

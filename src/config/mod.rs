@@ -14,6 +14,7 @@ mod cameras;
 mod console;
 mod events;
 mod household;
+mod http;
 mod models;
 mod targets;
 
@@ -30,6 +31,7 @@ pub use cameras::{
 pub use console::{ConsoleConfig, BAUDS, DEFAULT_SOCKET};
 pub use events::{MotionConfig, RecordingConfig, Retention, Storage};
 pub use household::HouseholdSection;
+pub use http::HttpSection;
 pub use models::{default_categories, Category, IdentityConfig, Risk, WhenFull, XclipSection};
 pub use targets::{LogSection, SelfTestSection, Targets};
 
@@ -111,6 +113,9 @@ pub struct Config {
     /// Serial diagnostics console of `nvr-edge run`.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The HTTP API and page of `nvr-edge run`.
+    #[serde(default)]
+    pub http: HttpSection,
     #[serde(default)]
     pub log: LogSection,
     /// The cameras, in the order they are started and reported.
@@ -192,6 +197,7 @@ impl Config {
         self.motion.validate(&mut p);
         self.events.validate(&mut p);
         self.console.validate(&mut p);
+        self.http.validate(&mut p);
         cameras::validate_cameras(&mut p, &self.cameras);
         p.0
     }

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_event_identity.sql"),
     include_str!("migrations/0007_negative_embeddings.sql"),
     include_str!("migrations/0008_event_interrupted.sql"),
+    include_str!("migrations/0009_users.sql"),
 ];
 
 /// Schema version this build writes.

@@ -15,6 +15,7 @@ mod enroll;
 mod faces;
 mod household;
 mod household_cli;
+mod http;
 mod identity;
 mod memory;
 mod motion;

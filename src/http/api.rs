@@ -1,0 +1,250 @@
+//! The JSON endpoints and `latest.jpg`. Every handler reads state the recorder already
+//! keeps (camera stats, rings by copy, analysis figures, the events table); database reads
+//! run on the blocking pool.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::time::Stamp;
+use super::HttpState;
+use crate::events::{Event, EventQuery};
+use crate::inference::Risk;
+use crate::pipeline::CameraView;
+
+/// Most events one page returns.
+pub const MAX_PAGE: u32 = 500;
+/// A camera whose last frame is older than this is not live.
+const LIVE_MS: f64 = 5000.0;
+
+/// A JSON error: `{"error": "..."}` with its status.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+pub async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+fn camera<'a>(s: &'a HttpState, id: &str) -> Option<&'a CameraView> {
+    s.cameras.iter().find(|c| c.config.id == id)
+}
+
+fn now(s: &HttpState) -> Stamp {
+    Stamp::from_wall_us(s.clock.wall_us())
+}
+
+/// `GET /api/health`: alive, and whether each camera delivers frames.
+pub async fn health(State(s): State<Arc<HttpState>>) -> Response {
+    let now_mono = s.clock.mono_us();
+    let cameras: Vec<_> = s
+        .cameras
+        .iter()
+        .map(|c| {
+            let st = c.shared.stats().snapshot(now_mono);
+            let live = st.last_frame_age_ms.is_some_and(|a| a < LIVE_MS);
+            json!({
+                "id": c.config.id,
+                "live": live,
+                "state": st.state,
+                "last_frame": st.last_frame_wall_us.map(Stamp::from_wall_us),
+                "last_frame_age_ms": st.last_frame_age_ms,
+            })
+        })
+        .collect();
+    let all_live = !cameras.is_empty() && cameras.iter().all(|c| c["live"] == true);
+    Json(json!({
+        "alive": true,
+        "all_cameras_live": all_live,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": s.started.elapsed().as_secs_f64(),
+        "time": now(&s),
+        "cameras": cameras,
+    }))
+    .into_response()
+}
+
+/// `GET /api/stats`: what the summary line and the console's `status`, `cams` and `mem`
+/// know, per camera and for the process.
+pub async fn stats(State(s): State<Arc<HttpState>>) -> Response {
+    let now_mono = s.clock.mono_us();
+    let cameras: Vec<_> = s
+        .cameras
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let report = c.report(now_mono);
+            let analysis = s
+                .analysis
+                .get(i)
+                .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            json!({
+                "id": c.config.id,
+                "capture": report.stats,
+                "ring": report.ring,
+                "ring_budget": report.ring_budget,
+                "memory_bytes": report.memory_bytes,
+                "analysis": analysis,
+            })
+        })
+        .collect();
+    let process = crate::memory::process_memory().ok();
+    let os = crate::memory::os_resident().map(|(rss, peak)| json!({ "rss": rss, "peak": peak }));
+    Json(json!({
+        "time": now(&s),
+        "uptime_secs": s.started.elapsed().as_secs_f64(),
+        "model": s.model,
+        "cameras": cameras,
+        "process_memory": process,
+        "os_memory": os,
+    }))
+    .into_response()
+}
+
+/// `GET /api/cameras`: each camera as configured and as the driver granted it.
+pub async fn cameras(State(s): State<Arc<HttpState>>) -> Response {
+    let now_mono = s.clock.mono_us();
+    let list: Vec<_> = s
+        .cameras
+        .iter()
+        .map(|c| {
+            let st = c.shared.stats().snapshot(now_mono);
+            json!({
+                "id": c.config.id,
+                "source": c.config.source,
+                "width": c.config.width,
+                "height": c.config.height,
+                "fps": c.config.fps,
+                "granted": st.source,
+                "state": st.state,
+                "latest": format!("/api/cameras/{}/latest.jpg", c.config.id),
+                "stream": format!("/api/cameras/{}/stream.mjpeg", c.config.id),
+            })
+        })
+        .collect();
+    Json(json!({ "cameras": list })).into_response()
+}
+
+/// `GET /api/cameras/{id}/latest.jpg`: the newest frame in the ring, as captured.
+pub async fn latest_jpeg(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let Some(cam) = camera(&s, &id) else {
+        return error(StatusCode::NOT_FOUND, "no such camera");
+    };
+    // One copy under the ring's lock (a memcpy); capture waits for nothing longer.
+    match cam.shared.ring.with_newest(|f| f.bytes.to_vec()) {
+        Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no frame yet"),
+    }
+}
+
+/// The query of `GET /api/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsParams {
+    camera: Option<String>,
+    /// Epoch seconds.
+    since: Option<f64>,
+    until: Option<f64>,
+    min_risk: Option<String>,
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<i64>,
+}
+
+/// An event as the API shows it: the stored fields and its times as stamps.
+#[derive(Serialize)]
+struct EventOut {
+    #[serde(flatten)]
+    event: Event,
+    start: Stamp,
+    end: Option<Stamp>,
+}
+
+fn event_out(e: Event) -> EventOut {
+    EventOut {
+        start: Stamp::from_wall_us(e.start_us),
+        end: e.end_us.map(Stamp::from_wall_us),
+        event: e,
+    }
+}
+
+fn epoch_us(v: f64, key: &str) -> Result<i64, Response> {
+    if v.is_finite() && (0.0..=1e11).contains(&v) {
+        Ok((v * 1e6) as i64)
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("{key}: epoch seconds from 0 to 1e11"),
+        ))
+    }
+}
+
+/// `GET /api/events?camera=&since=&until=&min_risk=&limit=&cursor=`: newest first.
+pub async fn events(
+    State(s): State<Arc<HttpState>>,
+    params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit: 1 to 500");
+    }
+    let min_risk = match p.min_risk.as_deref().map(Risk::parse) {
+        None => None,
+        Some(Some(r)) => Some(r),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "min_risk: low, medium, high or critical",
+            )
+        }
+    };
+    let since_us = match p.since.map(|v| epoch_us(v, "since")).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let until_us = match p.until.map(|v| epoch_us(v, "until")).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let q = EventQuery {
+        camera: p.camera,
+        since_us,
+        until_us,
+        min_risk,
+        before_id: p.cursor,
+        limit,
+    };
+    let store = s.events.clone();
+    match tokio::task::spawn_blocking(move || store.query(&q)).await {
+        Ok(Ok(list)) => {
+            let next = (list.len() == limit as usize)
+                .then(|| list.last().map(|e| e.id))
+                .flatten();
+            let list: Vec<EventOut> = list.into_iter().map(event_out).collect();
+            Json(json!({ "events": list, "next_cursor": next })).into_response()
+        }
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
+    }
+}
+
+/// `GET /api/events/{id}`.
+pub async fn event(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, "event id: a number");
+    };
+    let store = s.events.clone();
+    match tokio::task::spawn_blocking(move || store.get(id)).await {
+        Ok(Ok(Some(e))) => Json(event_out(e)).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such event"),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
+    }
+}

@@ -1,0 +1,94 @@
+//! `GET /api/cameras/{id}/stream.mjpeg`: the camera live, as `multipart/x-mixed-replace`
+//! JPEGs straight from its ring (no re-encode), paced at `http.stream_fps`.
+//!
+//! Bounded everywhere: at most `max_streams` at once (the next gets 503), one frame in hand
+//! per stream (a copy out of the ring under its lock, then the lock is gone), and a client
+//! that has not taken a frame for [`STALL`] is dropped: its stream ends and its slot frees.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::api::error;
+use super::HttpState;
+
+/// A client that does not take the next frame within this long is dropped.
+pub const STALL: Duration = Duration::from_secs(10);
+const BOUNDARY: &str = "nvrframe";
+
+pub async fn live(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let Some(cam) = s.cameras.iter().find(|c| c.config.id == id) else {
+        return error(StatusCode::NOT_FOUND, "no such camera");
+    };
+    let Ok(permit) = s.streams.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "{} live streams already (http.max_streams)",
+                s.cfg.max_streams
+            ),
+        );
+    };
+    let ring = cam.shared.ring.clone();
+    let fps = s.cfg.stream_fps.min(cam.config.fps).max(0.1);
+    let camera = id.clone();
+    // One frame waits in the channel at most; the producer waits for the client, never
+    // the other way round, and never while holding the ring.
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        let _slot = permit;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / fps));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = None;
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                break;
+            }
+            let Some((seq, part)) = ring.with_newest(|f| {
+                let mut part = Vec::with_capacity(f.bytes.len() + 96);
+                part.extend_from_slice(
+                    format!(
+                        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                        f.bytes.len()
+                    )
+                    .as_bytes(),
+                );
+                part.extend_from_slice(f.bytes);
+                part.extend_from_slice(b"\r\n");
+                (f.meta.seq, part)
+            }) else {
+                continue;
+            };
+            if last == Some(seq) {
+                continue;
+            }
+            last = Some(seq);
+            match tx.send_timeout(Bytes::from(part), STALL).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    tracing::info!(camera = %camera, "http: live stream client stopped reading: dropped");
+                    break;
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => break,
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response()
+}

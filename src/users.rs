@@ -1,0 +1,249 @@
+//! The people who may use the HTTP API and page: a name, a role (`admin` changes things,
+//! `viewer` reads) and an argon2id password hash, in the `users` table of the events
+//! database. Passwords never appear in argv or logs: the CLI reads them from stdin.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::store::{self, StoreError};
+
+/// Shortest password accepted: a household's box on a LAN, not a bank, but not `1234`.
+pub const MIN_PASSWORD: usize = 8;
+/// Longest password accepted (argon2 hashes anything; this bounds the work per request).
+pub const MAX_PASSWORD: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = UserError;
+    fn from_str(s: &str) -> Result<Self, UserError> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(UserError::Invalid(format!(
+                "role {other:?}: admin or viewer"
+            ))),
+        }
+    }
+}
+
+/// A user as listed (never with the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// The caller's input is wrong; the message names what.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no user {0:?}")]
+    NoUser(String),
+    #[error("user {0:?} exists")]
+    Exists(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database")]
+    Sql(#[from] rusqlite::Error),
+}
+
+impl UserError {
+    /// True when the caller's input was at fault (CLI exit status 2).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            UserError::Invalid(_) | UserError::NoUser(_) | UserError::Exists(_)
+        )
+    }
+}
+
+pub struct UserStore {
+    conn: Mutex<Connection>,
+}
+
+fn check_name(name: &str) -> Result<(), UserError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::Invalid(format!(
+            "user name {name:?}: 1-32 characters of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+fn check_password(password: &str) -> Result<(), UserError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD || password.len() > MAX_PASSWORD {
+        return Err(UserError::Invalid(format!(
+            "password: {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+        )));
+    }
+    if password.chars().any(char::is_control) {
+        return Err(UserError::Invalid("password: no control characters".into()));
+    }
+    Ok(())
+}
+
+impl UserStore {
+    /// Open `<data_dir>/nvr-edge.db` (migrating it).
+    pub fn open_in(data_dir: &Path) -> Result<Self, UserError> {
+        Ok(Self {
+            conn: Mutex::new(store::open_in(data_dir)?),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a user; the password is hashed here (argon2id) and never stored as given.
+    pub fn add(
+        &self,
+        name: &str,
+        role: Role,
+        password: &str,
+        now_secs: i64,
+    ) -> Result<i64, UserError> {
+        check_name(name)?;
+        check_password(password)?;
+        let hash = crate::secret::hash(password);
+        let conn = self.conn();
+        match conn.execute(
+            "INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, role.as_str(), hash, now_secs],
+        ) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(UserError::Exists(name.to_string()))
+            }
+            r => {
+                r?;
+                Ok(conn.last_insert_rowid())
+            }
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<User>, UserError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, name, role, created_at FROM users ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, role, created_at) = row?;
+            // The CHECK constraint keeps roles to the two; a row edited by hand to another
+            // is shown as a viewer, never as more.
+            let role = role.parse().unwrap_or(Role::Viewer);
+            out.push(User {
+                id,
+                name,
+                role,
+                created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self) -> Result<usize, UserError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), UserError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(UserError::NoUser(name.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn set_password(&self, name: &str, password: &str) -> Result<(), UserError> {
+        check_password(password)?;
+        let hash = crate::secret::hash(password);
+        let n = self.conn().execute(
+            "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+            params![name, hash],
+        )?;
+        if n == 0 {
+            return Err(UserError::NoUser(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The user `name` when `password` is theirs. Costs one argon2 verification (tens of
+    /// milliseconds): callers run it off any latency-sensitive thread and bound how many run
+    /// at once. An unknown name costs the same as a wrong password, so timing does not tell
+    /// which names exist.
+    pub fn verify(&self, name: &str, password: &str) -> Result<Option<User>, UserError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT id, role, created_at, password_hash FROM users WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        match row {
+            Some((id, role, created_at, hash)) => {
+                Ok(crate::secret::verify(&hash, password).then(|| User {
+                    id,
+                    name: name.to_string(),
+                    role: role.parse().unwrap_or(Role::Viewer),
+                    created_at,
+                }))
+            }
+            None => {
+                // Spend the same work on a name that does not exist.
+                static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let dummy = DUMMY.get_or_init(|| crate::secret::hash("no such user"));
+                let _ = crate::secret::verify(dummy, password);
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The HTTP API of a running `nvr-edge run` on synthetic cameras, over loopback with a
+//! plain socket client: every endpoint's shape, live streams that parse into JPEGs and
+//! their bound, credentials once a user exists, and the refusal of a LAN address without
+//! users.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+const CAMERAS: &str = r#"
+[[cameras]]
+id = "door"
+source = "synthetic"
+width = 320
+height = 240
+fps = 10.0
+[[cameras]]
+id = "yard"
+source = "synthetic"
+width = 320
+height = 240
+fps = 10.0
+"#;
+
+struct Server {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+fn config(dir: &Path, http: &str) -> String {
+    format!(
+        "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 1.0\n[http]\nbind = \"127.0.0.1:0\"\n{http}\n{CAMERAS}",
+        dir
+    )
+}
+
+fn nvr(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nvr-edge"));
+    c.arg("--config").arg(dir.join("c.toml"));
+    c
+}
+
+/// `nvr-edge user add NAME --role ROLE` with the password on stdin.
+fn add_user(dir: &Path, name: &str, role: &str, password: &str) -> (i32, String) {
+    let mut child = nvr(dir)
+        .args(["user", "add", name, "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Server {
+    fn start(dir: tempfile::TempDir, http: &str) -> Server {
+        std::fs::write(dir.path().join("c.toml"), config(dir.path(), http)).unwrap();
+        let mut child = nvr(dir.path())
+            .arg("run")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("http listening") {
+                    let port = line
+                        .split("addr=127.0.0.1:")
+                        .nth(1)
+                        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|p| p.parse::<u16>().ok());
+                    let _ = tx.send(port);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no `http listening` line: {:?}", log.lock().unwrap()));
+        Server {
+            child,
+            port,
+            log,
+            dir,
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// An HTTP/1.0 request (the server closes after the body): status, headers, body.
+    fn request(&self, method: &str, path: &str, auth: Option<&str>) -> Response {
+        let mut s = self.connect();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        Response::parse(&raw)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.request("GET", path, None)
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = terminate(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGTERM, as systemd stops the service.
+fn terminate(pid: u32) -> std::io::Result<()> {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(drop)
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Response {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header block");
+        let head = String::from_utf8_lossy(&raw[..end]);
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Response {
+            status,
+            headers,
+            body: raw[end + 4..].to_vec(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Read `n` parts of a live stream (HTTP/1.0: the body is the raw multipart stream).
+fn stream_parts(stream: &mut TcpStream, n: usize) -> (String, Vec<Vec<u8>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        let k = stream.read(&mut chunk).unwrap();
+        assert!(k > 0, "stream closed before its headers");
+        buf.extend_from_slice(&chunk[..k]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut body = buf[head_end + 4..].to_vec();
+    let mut parts = Vec::new();
+    while parts.len() < n {
+        // --nvrframe\r\nContent-Type: image/jpeg\r\nContent-Length: N\r\n\r\n<N bytes>\r\n
+        if let Some(h) = body.windows(4).position(|w| w == b"\r\n\r\n") {
+            let part_head = String::from_utf8_lossy(&body[..h]).into_owned();
+            assert!(part_head.starts_with("--nvrframe"), "{part_head:?}");
+            let len: usize = part_head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a part length");
+            if body.len() >= h + 4 + len + 2 {
+                parts.push(body[h + 4..h + 4 + len].to_vec());
+                body.drain(..h + 4 + len + 2);
+                continue;
+            }
+        }
+        let k = stream.read(&mut chunk).unwrap();
+        assert!(k > 0, "stream ended after {} parts", parts.len());
+        body.extend_from_slice(&chunk[..k]);
+    }
+    (head, parts)
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn without_users_loopback_serves_every_endpoint() {
+    let s = Server::start(
+        tempfile::tempdir().unwrap(),
+        "max_streams = 2\nstream_fps = 10.0",
+    );
+    // Health: alive, and both cameras live once frames flow.
+    wait_for("live cameras", 30, || {
+        s.json("/api/health")["all_cameras_live"] == true
+    });
+    let h = s.json("/api/health");
+    assert_eq!(h["alive"], true);
+    assert_eq!(h["cameras"].as_array().unwrap().len(), 2);
+    let iso = h["time"]["iso"].as_str().unwrap();
+    assert!(iso.ends_with("+00:00") && iso.len() == 29, "{iso}");
+    assert!(h["time"]["epoch"].as_f64().unwrap() > 1.7e9);
+
+    let st = s.json("/api/stats");
+    let door = &st["cameras"][0];
+    assert_eq!(door["id"], "door");
+    assert!(door["capture"]["frames"].as_u64().unwrap() > 0, "{door}");
+    assert!(door["capture"]["camera_fps"].as_f64().is_some());
+    assert!(door["ring"]["len"].as_u64().unwrap() > 0);
+    assert!(door["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(st["process_memory"]["allocated"].as_u64().unwrap() > 0);
+
+    let cams = s.json("/api/cameras");
+    assert_eq!(cams["cameras"][1]["id"], "yard");
+    assert_eq!(
+        cams["cameras"][1]["stream"],
+        "/api/cameras/yard/stream.mjpeg"
+    );
+
+    // The newest frame, as captured: a JPEG of the camera's size, and a newer one later.
+    let a = s.get("/api/cameras/door/latest.jpg");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-type"), Some("image/jpeg"));
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+    let img = image::load_from_memory(&a.body).unwrap();
+    assert_eq!((img.width(), img.height()), (320, 240));
+    std::thread::sleep(Duration::from_millis(500));
+    let b = s.get("/api/cameras/door/latest.jpg");
+    assert_ne!(a.body, b.body, "latest.jpg follows the camera");
+
+    // Live streams parse into JPEGs; the third at once is refused.
+    let mut one = s.connect();
+    write!(one, "GET /api/cameras/door/stream.mjpeg HTTP/1.0\r\n\r\n").unwrap();
+    let (head, parts) = stream_parts(&mut one, 3);
+    assert!(
+        head.contains("multipart/x-mixed-replace; boundary=nvrframe"),
+        "{head}"
+    );
+    for p in &parts {
+        let img = image::load_from_memory(p).unwrap();
+        assert_eq!(img.width(), 320);
+    }
+    assert!(parts[0] != parts[2], "the stream moves");
+    let mut two = s.connect();
+    write!(two, "GET /api/cameras/yard/stream.mjpeg HTTP/1.0\r\n\r\n").unwrap();
+    let _ = stream_parts(&mut two, 1);
+    let third = s.get("/api/cameras/yard/stream.mjpeg");
+    assert_eq!(third.status, 503, "{}", third.text());
+    assert!(third.text().contains("max_streams"));
+    drop((one, two));
+    // Their slots free once the clients are gone.
+    wait_for("a stream slot", 20, || {
+        let mut c = s.connect();
+        write!(c, "GET /api/cameras/yard/stream.mjpeg HTTP/1.0\r\n\r\n").unwrap();
+        let mut first = [0u8; 12];
+        c.read_exact(&mut first).is_ok() && first.ends_with(b" 200")
+    });
+
+    // Events from the walking figure, with their times as stamps; pages and filters.
+    wait_for("an event", 60, || {
+        !s.json("/api/events?limit=10")["events"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let ev = s.json("/api/events?camera=door&limit=1");
+    let first = &ev["events"][0];
+    let id = first["id"].as_i64().unwrap();
+    assert!(first["start"]["iso"].as_str().unwrap().contains('T'));
+    assert_eq!(
+        first["start"]["epoch"].as_f64().unwrap(),
+        first["start_us"].as_i64().unwrap() as f64 / 1e6
+    );
+    assert_eq!(ev["next_cursor"].as_i64(), Some(id));
+    let one_ev = s.json(&format!("/api/events/{id}"));
+    assert_eq!(one_ev["id"].as_i64(), Some(id));
+    let none = s.json("/api/events?min_risk=critical&since=1&until=2");
+    assert!(none["events"].as_array().unwrap().is_empty());
+
+    // Bad requests say what was wrong; nothing else answers.
+    for (path, status) in [
+        ("/api/events?limit=0", 400),
+        ("/api/events?min_risk=bogus", 400),
+        ("/api/events?since=-5", 400),
+        ("/api/events?nope=1", 400),
+        ("/api/events/abc", 400),
+        ("/api/events/999999", 404),
+        ("/api/cameras/nope/latest.jpg", 404),
+        ("/etc/passwd", 404),
+        ("/api/../../etc/passwd", 404),
+    ] {
+        let r = s.get(path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(v["error"].is_string(), "{path}");
+    }
+    assert_eq!(s.request("POST", "/api/events", None).status, 405);
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("every local request is an admin")));
+}
+
+#[test]
+fn a_user_makes_credentials_required() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), config(dir.path(), "")).unwrap();
+    // Passwords are checked, and never taken from argv.
+    let (code, err) = add_user(dir.path(), "alice", "viewer", "short");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("password"), "{err}");
+    let (code, err) = add_user(dir.path(), "alice", "overlord", "long enough pw");
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        add_user(dir.path(), "alice", "viewer", "correct horse").0,
+        0
+    );
+    assert_eq!(add_user(dir.path(), "alice", "admin", "another one!").0, 2);
+    let out = nvr(dir.path()).args(["user", "list"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["users"][0]["name"], "alice");
+    assert_eq!(list["users"][0]["role"], "viewer");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("argon2"));
+
+    let s = Server::start(dir, "");
+    let r = s.get("/api/health");
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    let basic = |user: &str, pw: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        )
+    };
+    let t0 = Instant::now();
+    let wrong = s.request("GET", "/api/health", Some(&basic("alice", "wrong guess")));
+    assert_eq!(wrong.status, 401);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "a wrong password is answered after a back-off"
+    );
+    assert_eq!(
+        s.request("GET", "/api/health", Some(&basic("mallory", "x")))
+            .status,
+        401
+    );
+    assert_eq!(
+        s.request("GET", "/api/health", Some("Basic %%%")).status,
+        401
+    );
+    let ok = s.request("GET", "/api/stats", Some(&basic("alice", "correct horse")));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // Remembered: the next request does not wait for argon2 or the back-off.
+    let t1 = Instant::now();
+    let again = s.request(
+        "GET",
+        "/api/cameras",
+        Some(&basic("alice", "correct horse")),
+    );
+    assert_eq!(again.status, 200);
+    assert!(t1.elapsed() < Duration::from_millis(900));
+    // With users, nothing is anonymous: removing one does not open the server while
+    // another exists.
+    assert_eq!(add_user(s.dir.path(), "bob", "admin", "bobs password").0, 0);
+    let rm = nvr(s.dir.path())
+        .args(["user", "remove", "alice"])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    assert_eq!(s.get("/api/health").status, 401);
+}
+
+#[test]
+fn a_lan_address_without_users_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        config(dir.path(), "").replace("127.0.0.1:0", "0.0.0.0:0"),
+    )
+    .unwrap();
+    let out = nvr(dir.path())
+        .arg("run")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve 0.0.0.0:0 with no user") && err.contains("user add"),
+        "{err}"
+    );
+}
