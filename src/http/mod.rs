@@ -9,6 +9,7 @@
 
 mod api;
 pub mod auth;
+mod metrics;
 mod stream;
 pub mod time;
 
@@ -120,6 +121,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/cameras/{id}/stream.mjpeg", get(stream::live))
         .route("/api/events", get(api::events))
         .route("/api/events/{id}", get(api::event))
+        .route("/metrics", get(metrics::metrics))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

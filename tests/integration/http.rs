@@ -264,6 +264,21 @@ fn without_users_loopback_serves_every_endpoint() {
     assert!(door["memory_bytes"].as_u64().unwrap() > 0);
     assert!(st["process_memory"]["allocated"].as_u64().unwrap() > 0);
 
+    // Prometheus: per-camera families with the camera label, and the process's memory.
+    let m = s.get("/metrics");
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for want in [
+        "# TYPE nvr_camera_frames counter",
+        "nvr_camera_frames_total{camera=\"door\"} ",
+        "nvr_camera_fps{camera=\"yard\"} ",
+        "nvr_ring_bytes{camera=\"door\"} ",
+        "nvr_process_allocated_bytes ",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+
     let cams = s.json("/api/cameras");
     assert_eq!(cams["cameras"][1]["id"], "yard");
     assert_eq!(
@@ -349,6 +364,71 @@ fn without_users_loopback_serves_every_endpoint() {
         assert!(v["error"].is_string(), "{path}");
     }
     assert_eq!(s.request("POST", "/api/events", None).status, 405);
+    // Arbitrary paths and queries: a 4xx that says so, never a 5xx, and the server lives.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let pieces = [
+        "/api",
+        "/events",
+        "/cameras",
+        "/door",
+        "/latest.jpg",
+        "/stream.mjpeg",
+        "?",
+        "&",
+        "limit=",
+        "cursor=",
+        "since=",
+        "min_risk=",
+        "camera=",
+        "%00",
+        "%ff",
+        "%2e%2e/",
+        "..",
+        "//",
+        "9223372036854775807",
+        "-1",
+        "1e308",
+        "NaN",
+        "'",
+        "\"",
+        "<script>",
+        ";",
+        "~",
+        "%20",
+        "=",
+        "é",
+        "\\",
+    ];
+    for _ in 0..300 {
+        let mut path = String::from("/");
+        for _ in 0..1 + (seed % 6) as usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            path.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        let path: String = path
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() {
+                    c.to_string()
+                } else {
+                    format!("%{:02X}", c as u32 & 0xFF)
+                }
+            })
+            .collect();
+        if path.contains("stream.mjpeg") {
+            continue; // a live stream does not end; streams are tested above
+        }
+        let r = s.get(&path);
+        assert!(
+            (200..500).contains(&r.status),
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    assert_eq!(s.json("/api/health")["alive"], true);
     assert!(s
         .log
         .lock()
