@@ -395,21 +395,27 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 /// Where recordings live, under the data directory.
 pub const CLIPS_DIR: &str = "clips";
 
+/// Where the video named `name` (from the database) lives in the clips directory `dir`;
+/// `None` for anything but a plain file name, so a name can never reach outside it.
+pub fn video_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+    plain.then(|| dir.join(name))
+}
+
 /// Remove the videos of events the store dropped (`events::Opened::dropped_videos`) from
 /// the clips directory `dir`. Names come from the database: anything that is not a plain
 /// file name is left alone, so nothing outside the directory can be touched.
 pub fn remove_videos(dir: &Path, names: &[String]) {
     for file in names {
         let file = file.as_str();
-        let plain = !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\']);
-        if !plain {
+        let Some(path) = video_path(dir, file) else {
             tracing::warn!(
                 file,
                 "event's recording name is not a plain file name: left alone"
             );
             continue;
-        }
-        match fs::remove_file(dir.join(file)) {
+        };
+        match fs::remove_file(path) {
             Ok(()) => tracing::info!(file, "recording removed with its event (retention)"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(file, error = %e, "recording of a dropped event not removed"),

@@ -472,6 +472,7 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
             app.events.clone(),
             users.clone(),
             app.model.clone(),
+            cfg.storage.data_dir.join(crate::recording::CLIPS_DIR),
         ));
         let _guard = rt.enter();
         tokio::spawn(async move {

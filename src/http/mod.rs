@@ -9,6 +9,7 @@
 
 mod api;
 pub mod auth;
+mod clip;
 mod metrics;
 mod stream;
 pub mod time;
@@ -65,6 +66,8 @@ pub struct HttpState {
     pub events: Arc<EventStore>,
     pub model: Option<ModelInfo>,
     pub started: Instant,
+    /// Where event videos are (`<data_dir>/clips`).
+    pub clips_dir: std::path::PathBuf,
     auth: Auth,
     in_flight: Semaphore,
     streams: Arc<Semaphore>,
@@ -80,6 +83,7 @@ impl HttpState {
         events: Arc<EventStore>,
         users: Arc<UserStore>,
         model: Option<ModelInfo>,
+        clips_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             in_flight: Semaphore::new(cfg.max_requests as usize),
@@ -90,6 +94,7 @@ impl HttpState {
             analysis,
             events,
             model,
+            clips_dir,
             started: Instant::now(),
             auth: Auth::new(users),
         }
@@ -121,6 +126,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/cameras/{id}/stream.mjpeg", get(stream::live))
         .route("/api/events", get(api::events))
         .route("/api/events/{id}", get(api::event))
+        .route("/api/events/{id}/clip.avi", get(clip::clip))
         .route("/metrics", get(metrics::metrics))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))

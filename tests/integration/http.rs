@@ -36,7 +36,7 @@ struct Server {
 
 fn config(dir: &Path, http: &str) -> String {
     format!(
-        "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 1.0\n[http]\nbind = \"127.0.0.1:0\"\n{http}\n{CAMERAS}",
+        "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 1.0\n[recording]\nmax_secs = 3.0\npost_secs = 0.5\n[http]\nbind = \"127.0.0.1:0\"\n{http}\n{CAMERAS}",
         dir
     )
 }
@@ -112,11 +112,16 @@ impl Server {
 
     /// An HTTP/1.0 request (the server closes after the body): status, headers, body.
     fn request(&self, method: &str, path: &str, auth: Option<&str>) -> Response {
-        let mut s = self.connect();
         let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        self.request_with(method, path, &auth)
+    }
+
+    /// As `request`, with `extra` header lines (each ending in CRLF).
+    fn request_with(&self, method: &str, path: &str, extra: &str) -> Response {
+        let mut s = self.connect();
         write!(
             s,
-            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n"
         )
         .unwrap();
         let mut raw = Vec::new();
@@ -343,6 +348,51 @@ fn without_users_loopback_serves_every_endpoint() {
     assert_eq!(ev["next_cursor"].as_i64(), Some(id));
     let one_ev = s.json(&format!("/api/events/{id}"));
     assert_eq!(one_ev["id"].as_i64(), Some(id));
+    // An event's finished video: whole, as a range, and refused past its end.
+    let mut with_video = None;
+    // (Events are split at recording.max_secs = 3 s, each video finished at its split.)
+    wait_for("an event with a finished video", 60, || {
+        with_video = s.json("/api/events?limit=50")["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["video"]["state"] == "complete")
+            .and_then(|e| e["id"].as_i64());
+        with_video.is_some()
+    });
+    let vid = with_video.unwrap();
+    let avi = s.get(&format!("/api/events/{vid}/clip.avi"));
+    assert_eq!(avi.status, 200, "{}", avi.text());
+    assert_eq!(avi.header("content-type"), Some("video/x-msvideo"));
+    assert_eq!(avi.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        avi.header("content-length"),
+        Some(avi.body.len().to_string().as_str())
+    );
+    assert!(avi.body.starts_with(b"RIFF") && &avi.body[8..12] == b"AVI ");
+    let file = s.dir.path().join("downloaded.avi");
+    std::fs::write(&file, &avi.body).unwrap();
+    if let Some(p) = crate::common::ffprobe(&file) {
+        assert!(p.frames_read > 0, "{p:?}");
+    }
+    let part = s.request_with(
+        "GET",
+        &format!("/api/events/{vid}/clip.avi"),
+        "Range: bytes=4-11\r\n",
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, avi.body[4..12]);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 4-11/{}", avi.body.len()).as_str())
+    );
+    let past = s.request_with(
+        "GET",
+        &format!("/api/events/{vid}/clip.avi"),
+        &format!("Range: bytes={}-\r\n", avi.body.len()),
+    );
+    assert_eq!(past.status, 416);
+
     let none = s.json("/api/events?min_risk=critical&since=1&until=2");
     assert!(none["events"].as_array().unwrap().is_empty());
 
@@ -354,6 +404,7 @@ fn without_users_loopback_serves_every_endpoint() {
         ("/api/events?nope=1", 400),
         ("/api/events/abc", 400),
         ("/api/events/999999", 404),
+        ("/api/events/999999/clip.avi", 404),
         ("/api/cameras/nope/latest.jpg", 404),
         ("/etc/passwd", 404),
         ("/api/../../etc/passwd", 404),
