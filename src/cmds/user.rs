@@ -39,7 +39,6 @@ impl UserCliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             UserCliError::User(e) if !e.is_input_error() => 1,
-            UserCliError::Stdin(_) => 2,
             _ => 2,
         }
     }

@@ -31,7 +31,7 @@ pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-fn camera<'a>(s: &'a HttpState, id: &str) -> Option<&'a CameraView> {
+pub(super) fn camera<'a>(s: &'a HttpState, id: &str) -> Option<&'a CameraView> {
     s.cameras.iter().find(|c| c.config.id == id)
 }
 
@@ -238,13 +238,21 @@ pub async fn events(
 
 /// `GET /api/events/{id}`.
 pub async fn event(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    match load_event(&s, &id).await {
+        Ok(e) => Json(event_out(e)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The event `{id}` names, read on the blocking pool; the error response otherwise.
+pub(super) async fn load_event(s: &HttpState, id: &str) -> Result<Event, Response> {
     let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::BAD_REQUEST, "event id: a number");
+        return Err(error(StatusCode::BAD_REQUEST, "event id: a number"));
     };
     let store = s.events.clone();
     match tokio::task::spawn_blocking(move || store.get(id)).await {
-        Ok(Ok(Some(e))) => Json(event_out(e)).into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such event"),
-        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
+        Ok(Ok(Some(e))) => Ok(e),
+        Ok(Ok(None)) => Err(error(StatusCode::NOT_FOUND, "no such event")),
+        _ => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "events database")),
     }
 }

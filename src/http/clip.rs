@@ -3,18 +3,17 @@
 //! from disk in 64 KiB pieces with at most two in hand (a video may be 1 GiB; none is
 //! read whole).
 
-use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use super::api::error;
-use super::HttpState;
+use super::api::{error, load_event};
+use super::{channel_body, HttpState};
 
 const PIECE: usize = 64 * 1024;
 
@@ -58,15 +57,11 @@ pub async fn clip(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::BAD_REQUEST, "event id: a number");
+    let event = match load_event(&s, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
     };
-    let store = s.events.clone();
-    let event = match tokio::task::spawn_blocking(move || store.get(id)).await {
-        Ok(Ok(Some(e))) => e,
-        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, "no such event"),
-        _ => return error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
-    };
+    let id = event.id;
     let Some(video) = event.video.filter(|v| v.state == "complete") else {
         return error(StatusCode::NOT_FOUND, "this event has no finished video");
     };
@@ -119,10 +114,7 @@ pub async fn clip(
             }
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    let mut r = (status, Body::from_stream(body)).into_response();
+    let mut r = (status, channel_body(rx)).into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -101,6 +101,17 @@ impl HttpState {
     }
 }
 
+/// A response body fed by a bounded channel: a producer that waits for the client (live
+/// streams, video files) and never holds more than the channel's capacity.
+fn channel_body(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> axum::body::Body {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    axum::body::Body::from_stream(stream)
+}
+
 /// Listen on `[http] bind`. A non-loopback address with no user is refused (unless
 /// `allow_anonymous_lan`): the box must not show its cameras to a network by default.
 pub async fn bind(cfg: &HttpSection, users: &UserStore) -> Result<TcpListener, HttpError> {

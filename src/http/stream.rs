@@ -5,25 +5,24 @@
 //! per stream (a copy out of the ring under its lock, then the lock is gone), and a client
 //! that has not taken a frame for [`STALL`] is dropped: its stream ends and its slot frees.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use super::api::error;
-use super::HttpState;
+use super::api::{camera, error};
+use super::{channel_body, HttpState};
 
 /// A client that does not take the next frame within this long is dropped.
 pub const STALL: Duration = Duration::from_secs(10);
 const BOUNDARY: &str = "nvrframe";
 
 pub async fn live(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
-    let Some(cam) = s.cameras.iter().find(|c| c.config.id == id) else {
+    let Some(cam) = camera(&s, &id) else {
         return error(StatusCode::NOT_FOUND, "no such camera");
     };
     let Ok(permit) = s.streams.clone().try_acquire_owned() else {
@@ -80,15 +79,12 @@ pub async fn live(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
             }
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
     (
         [(
             header::CONTENT_TYPE,
             format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
         )],
-        Body::from_stream(body),
+        channel_body(rx),
     )
         .into_response()
 }
