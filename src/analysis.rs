@@ -78,6 +78,8 @@ pub struct AnalysisStats {
     pub moving_frames: u64,
     pub in_motion: bool,
     pub events: u64,
+    /// Snapshots written (the first of each event, then better frames while it goes on).
+    pub snapshots: u64,
     pub current_event: Option<i64>,
     pub clips_submitted: u64,
     /// Clips not sent (service busy, or too many in flight) or replaced in its queue.
@@ -430,6 +432,46 @@ fn pump(ctx: &Ctx, recorder: &mut Option<Recorder>) {
     }
 }
 
+/// The best frame of the open event not yet stored; one frame's bytes at most.
+#[derive(Default)]
+struct Snapshot {
+    jpeg: Vec<u8>,
+    score: f64,
+    /// Whether `jpeg` is newer than what the event has stored.
+    pending: bool,
+    /// The best score the event has stored.
+    stored: f64,
+}
+
+impl Snapshot {
+    fn reset(&mut self) {
+        self.pending = false;
+        self.score = f64::NEG_INFINITY;
+        self.stored = f64::NEG_INFINITY;
+    }
+
+    fn offer(&mut self, jpeg: &[u8], score: f64) {
+        if score > self.score && score > self.stored {
+            self.jpeg.clear();
+            self.jpeg.extend_from_slice(jpeg);
+            self.score = score;
+            self.pending = true;
+        }
+    }
+
+    fn store(&mut self, ctx: &Ctx, id: i64) {
+        if !self.pending {
+            return;
+        }
+        self.pending = false;
+        self.stored = self.score;
+        match ctx.events.offer_snapshot(id, &self.jpeg, self.score) {
+            Ok(_) => ctx.stats().snapshots += 1,
+            Err(e) => ctx.note_err(e),
+        }
+    }
+}
+
 fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot>) {
     let period = Duration::from_secs_f64(1.0 / ctx.cfg.motion.analysis_fps.max(0.1));
     let window_us = (ctx.cfg.window_secs * 1e6) as i64;
@@ -449,6 +491,9 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
     let mut next_clip_us = 0i64;
     let mut pending: Vec<(i64, Ticket)> = Vec::with_capacity(MAX_IN_FLIGHT);
     let mut gate_ns = 0u128;
+    // The event's best frame so far (most of the picture moving) not yet stored: written
+    // with the event's other updates, at most once per TOUCH_EVERY_US and at its end.
+    let mut best = Snapshot::default();
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
         poll(ctx, &mut pending);
@@ -487,6 +532,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             && max_event_us.is_some_and(|m| now_mono - event_started_mono >= m);
         if split {
             if let Some(id) = event.take() {
+                best.store(ctx, id);
                 if let Err(e) = ctx.events.end(id, now_wall) {
                     ctx.note_err(e);
                 }
@@ -506,6 +552,11 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
                     tracing::info!(camera = %ctx.camera.id, event = id, latency_ms, "motion: event opened");
                     event = Some(id);
                     event_started_mono = now_mono;
+                    // The frame that confirmed the motion is the snapshot until a better
+                    // one comes: one exists as soon as the event does.
+                    best.reset();
+                    best.offer(&frame, step.changed_fraction);
+                    best.store(ctx, id);
                     // Opening the event wrote its start as its last known time.
                     last_touch_mono = now_mono;
                     if let Some(r) = recorder.as_mut() {
@@ -526,9 +577,11 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             }
         }
         if let (Some(id), true) = (event, step.in_motion) {
+            best.offer(&frame, step.changed_fraction);
             // What the event's end becomes if the process is killed before it closes.
             if now_mono - last_touch_mono >= TOUCH_EVERY_US {
                 last_touch_mono = now_mono;
+                best.store(ctx, id);
                 if let Err(e) = ctx.events.touch(id, now_wall) {
                     ctx.note_err(e);
                 }
@@ -566,6 +619,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         }
         if step.stopped {
             if let Some(id) = event.take() {
+                best.store(ctx, id);
                 if let Err(e) = ctx.events.end(id, now_wall) {
                     ctx.note_err(e);
                 }
@@ -584,6 +638,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         poll(ctx, &mut pending);
     }
     if let Some(id) = event {
+        best.store(ctx, id);
         if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
             ctx.note_err(e);
         }

@@ -36,6 +36,8 @@ pub struct Event {
     /// Closed at a start after the process died with the event open: `end_us` is the
     /// last time it was known to be going on.
     pub interrupted: bool,
+    /// Whether a snapshot (the event's best frame) is stored.
+    pub snapshot: bool,
 }
 
 /// Where an event's recording stands (see `recording`).
@@ -86,10 +88,11 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
             .and_then(Risk::parse),
         risk_note: r.get(18)?,
         interrupted: r.get(19)?,
+        snapshot: r.get(20)?,
     })
 }
 
-const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error, model_risk, risk_note, interrupted";
+const COLUMNS: &str = "id, camera, start_us, end_us, action, category, risk, confidence, clips, household, model, model_placeholder, video, video_state, video_frames, video_bytes, video_error, model_risk, risk_note, interrupted, snapshot IS NOT NULL";
 
 /// Turns X-CLIP's risk into the event's, with the reason when it changes it.
 pub type Lowering<'a> = dyn Fn(Risk) -> (Risk, Option<String>) + 'a;
@@ -111,6 +114,8 @@ pub struct EventQuery {
     pub min_risk: Option<Risk>,
     /// Older than this event (the previous page's last id).
     pub before_id: Option<i64>,
+    /// The household recognised this member in the event.
+    pub member: Option<i64>,
     pub limit: u32,
 }
 
@@ -129,6 +134,14 @@ pub struct EventStore {
 pub struct Opened {
     pub id: i64,
     pub dropped_videos: Vec<String>,
+}
+
+/// What [`EventStore::delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    Done { videos: Vec<String> },
+    NoSuchEvent,
+    StillOpen,
 }
 
 impl EventStore {
@@ -357,6 +370,9 @@ impl EventStore {
              AND (?4 IS NULL OR id < ?4) \
              AND (?5 IS NULL OR (CASE risk WHEN 'low' THEN 0 WHEN 'medium' THEN 1 \
                   WHEN 'high' THEN 2 WHEN 'critical' THEN 3 ELSE -1 END) >= ?5) \
+             AND (?7 IS NULL OR EXISTS (SELECT 1 FROM json_each(household, '$.identified') \
+                  WHERE json_extract(value, '$.kind') = 'member' \
+                  AND json_extract(value, '$.member_id') = ?7)) \
              ORDER BY id DESC LIMIT ?6"
         ))?;
         let min_risk = q.min_risk.map(|r| r as i64);
@@ -367,7 +383,8 @@ impl EventStore {
                 q.until_us,
                 q.before_id,
                 min_risk,
-                q.limit
+                q.limit,
+                q.member
             ],
             row_to_event,
         )?;
@@ -383,6 +400,55 @@ impl EventStore {
                 row_to_event,
             )
             .optional()?)
+    }
+
+    /// Keep `jpeg` as event `id`'s snapshot when it shows more motion (`score`, the share
+    /// of the picture that changed) than the one stored, or none is. Returns whether it was
+    /// stored.
+    pub fn offer_snapshot(&self, id: i64, jpeg: &[u8], score: f64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE events SET snapshot = ?2, snapshot_score = ?3 \
+             WHERE id = ?1 AND (snapshot IS NULL OR snapshot_score < ?3)",
+            params![id, jpeg, score],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Event `id`'s snapshot: `None` for no such event, `Some(None)` when it has none.
+    pub fn snapshot(&self, id: i64) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT snapshot FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Delete a finished event; returns its finished video's file name for the caller to
+    /// remove (`recording::remove_videos`). An event still going on is not deleted.
+    pub fn delete(&self, id: i64) -> Result<Deleted, StoreError> {
+        let conn = self.conn();
+        let open: Option<bool> = conn
+            .query_row(
+                "SELECT end_us IS NULL FROM events WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match open {
+            None => Ok(Deleted::NoSuchEvent),
+            Some(true) => Ok(Deleted::StillOpen),
+            Some(false) => {
+                let mut videos = Vec::new();
+                delete_returning_videos(
+                    &conn,
+                    "DELETE FROM events WHERE id = ?1 RETURNING video, video_state",
+                    [id],
+                    &mut videos,
+                )?;
+                Ok(Deleted::Done { videos })
+            }
+        }
     }
 
     /// Delete the `n` oldest events; returns how many went, their videos added to `videos`.

@@ -160,10 +160,15 @@ pub fn image_size_checked(path: &Path, bytes: &[u8]) -> Result<(u32, u32), ReadE
 /// Read a JPEG or PNG photo named on the command line: a regular file of at most
 /// [`MAX_IMAGE_BYTES`] whose header claims at most [`MAX_IMAGE_PIXELS`], then decoded.
 pub fn read_image(path: &Path) -> Result<image::DynamicImage, ReadError> {
-    let bytes = read_regular(path, MAX_IMAGE_BYTES)?;
-    image_size_checked(path, &bytes)?;
-    image::load_from_memory(&bytes).map_err(|e| ReadError::NotImage {
-        path: path.to_path_buf(),
+    decode_image(path, &read_regular(path, MAX_IMAGE_BYTES)?)
+}
+
+/// Decode a JPEG or PNG already in memory (an upload) whose header claims at most
+/// [`MAX_IMAGE_PIXELS`]; `name` only names it in errors.
+pub fn decode_image(name: &Path, bytes: &[u8]) -> Result<image::DynamicImage, ReadError> {
+    image_size_checked(name, bytes)?;
+    image::load_from_memory(bytes).map_err(|e| ReadError::NotImage {
+        path: name.to_path_buf(),
         message: e.to_string(),
     })
 }

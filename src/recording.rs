@@ -28,6 +28,8 @@ use crate::config::RecordingConfig;
 use crate::events::EventStore;
 use crate::ring::{FrameBatch, FrameFormat, FrameMeta, FrameRing};
 
+/// Largest frame [`AviReader`] hands out (a 4K MJPEG frame is well under).
+pub const MAX_READ_FRAME: u32 = 16 << 20;
 /// Legacy AVI readers stop at 1 GiB per RIFF; a recording ends there at the latest.
 const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Frames copied from the ring per lock, so capture never waits long behind a recording.
@@ -394,6 +396,70 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 
 /// Where recordings live, under the data directory.
 pub const CLIPS_DIR: &str = "clips";
+
+/// Reads back the frames of a video [`AviWriter`] wrote, in order (for playback over
+/// HTTP): chunk by chunk from the `movi` list, never more than one frame in memory.
+pub struct AviReader {
+    file: io::BufReader<File>,
+    /// Microseconds per frame, from the header (0 when it says none).
+    pub us_per_frame: u32,
+}
+
+impl AviReader {
+    pub fn open(path: &Path) -> Result<Self, RecordingError> {
+        use io::Read;
+        let file = File::open(path).map_err(io_err(path))?;
+        let mut file = io::BufReader::with_capacity(64 * 1024, file);
+        let mut head = [0u8; FIRST_CHUNK_AT as usize];
+        file.read_exact(&mut head).map_err(io_err(path))?;
+        let bad = |what: &str| RecordingError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, what.to_string()),
+        };
+        if &head[0..4] != b"RIFF" || &head[8..12] != b"AVI " || &head[24..28] != b"avih" {
+            return Err(bad("not an AVI of nvr-edge"));
+        }
+        if &head[MOVI_LIST_AT as usize + 8..FIRST_CHUNK_AT as usize] != b"movi" {
+            return Err(bad("no movi list where nvr-edge writes it"));
+        }
+        let us_per_frame = u32::from_le_bytes([head[32], head[33], head[34], head[35]]);
+        Ok(Self { file, us_per_frame })
+    }
+
+    /// The next frame into `buf`; false at the end of the frames (the index, or the end
+    /// of a file cut short).
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        use io::Read;
+        let mut hd = [0u8; 8];
+        match self.file.read_exact(&mut hd) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_le_bytes([hd[4], hd[5], hd[6], hd[7]]);
+        if &hd[0..4] != b"00dc" {
+            return Ok(false);
+        }
+        if len > MAX_READ_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame chunk of {len} bytes"),
+            ));
+        }
+        buf.clear();
+        buf.resize(len as usize, 0);
+        match self.file.read_exact(buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if len % 2 == 1 {
+            let mut pad = [0u8; 1];
+            let _ = self.file.read_exact(&mut pad);
+        }
+        Ok(true)
+    }
+}
 
 /// Where the video named `name` (from the database) lives in the clips directory `dir`;
 /// `None` for anything but a plain file name, so a name can never reach outside it.

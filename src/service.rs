@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::console::{self, BackendError};
 use crate::events::EventStore;
 use crate::household::Household;
-use crate::http::{HttpError, HttpState};
+use crate::http::{HttpDeps, HttpError, HttpState};
 use crate::inference::{ModelInfo, XclipService};
 use crate::memory::MIB;
 use crate::pipeline::CameraView;
@@ -44,6 +44,8 @@ pub struct Appliance {
     pub xclip: Option<Arc<XclipService>>,
     pub model: Option<ModelInfo>,
     pub events: Arc<EventStore>,
+    /// The identity models and household the analysis matches against, when loaded.
+    pub identity: Option<Arc<IdentityDeps>>,
     analyzers: Vec<Analyzer>,
     /// The console threads (serial line, socket) and their stop flag.
     console: Option<(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>)>,
@@ -351,7 +353,7 @@ impl Appliance {
         let pipeline = Pipeline::start(cfg, clock.clone())?;
         let deps = AnalysisDeps {
             xclip: xclip.clone(),
-            identity,
+            identity: identity.clone(),
             events: events.clone(),
             cfg: AnalysisConfig::from_config(cfg),
             clock: clock.clone(),
@@ -400,6 +402,7 @@ impl Appliance {
             xclip,
             model,
             events,
+            identity,
             analyzers,
             console,
             started: Instant::now(),
@@ -464,16 +467,30 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
             users = if anonymous { "none: every local request is an admin" } else { "required" },
             "http listening"
         );
-        let state = Arc::new(HttpState::new(
-            cfg.http.clone(),
-            clock.clone(),
-            app.pipeline.cameras().iter().map(|c| c.view()).collect(),
-            app.analyzers.iter().map(Analyzer::stats_handle).collect(),
-            app.events.clone(),
-            users.clone(),
-            app.model.clone(),
-            cfg.storage.data_dir.join(crate::recording::CLIPS_DIR),
-        ));
+        // The household the analysis matches against, so a change over HTTP is seen at
+        // the next match; without identity models, one of the API's own.
+        let household = match &app.identity {
+            Some(i) => Some(i.household.clone()),
+            None => match Household::open_in(&cfg.storage.data_dir, cfg.household.clone(), clock.clone()) {
+                Ok(h) => Some(Arc::new(h)),
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "http: household database not opened");
+                    None
+                }
+            },
+        };
+        let state = Arc::new(HttpState::new(HttpDeps {
+            cfg: cfg.http.clone(),
+            clock: clock.clone(),
+            cameras: app.pipeline.cameras().iter().map(|c| c.view()).collect(),
+            analysis: app.analyzers.iter().map(Analyzer::stats_handle).collect(),
+            events: app.events.clone(),
+            users: users.clone(),
+            household,
+            identity: cfg.identity.clone(),
+            model: app.model.clone(),
+            clips_dir: cfg.storage.data_dir.join(crate::recording::CLIPS_DIR),
+        }));
         let _guard = rt.enter();
         tokio::spawn(async move {
             let shutdown = async {

@@ -1,6 +1,8 @@
 //! The people who may use the HTTP API and page: a name, a role (`admin` changes things,
 //! `viewer` reads) and an argon2id password hash, in the `users` table of the events
 //! database. Passwords never appear in argv or logs: the CLI reads them from stdin.
+//! Also how they stay signed in: browser sessions (from the login form) and API tokens
+//! (`nvr-edge user token`), each a random token stored by its SHA-256 only.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,6 +17,10 @@ use crate::store::{self, StoreError};
 pub const MIN_PASSWORD: usize = 8;
 /// Longest password accepted (argon2 hashes anything; this bounds the work per request).
 pub const MAX_PASSWORD: usize = 1024;
+/// Sessions one user keeps at most (phones, laptops); a new login ends the oldest.
+pub const MAX_SESSIONS_PER_USER: i64 = 16;
+/// API tokens one user holds at most.
+pub const MAX_TOKENS_PER_USER: i64 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +58,14 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub created_at: i64,
+}
+
+/// A signed-in browser: whose, the token its changes must carry, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: User,
+    pub csrf: String,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +123,16 @@ fn check_password(password: &str) -> Result<(), UserError> {
         return Err(UserError::Invalid("password: no control characters".into()));
     }
     Ok(())
+}
+
+/// A user from its row; a role edited by hand to something else is a viewer, never more.
+fn user_from(id: i64, name: String, role: &str, created_at: i64) -> User {
+    User {
+        id,
+        name,
+        role: role.parse().unwrap_or(Role::Viewer),
+        created_at,
+    }
 }
 
 impl UserStore {
@@ -198,14 +222,149 @@ impl UserStore {
     pub fn set_password(&self, name: &str, password: &str) -> Result<(), UserError> {
         check_password(password)?;
         let hash = crate::secret::hash(password);
-        let n = self.conn().execute(
+        let conn = self.conn();
+        let n = conn.execute(
             "UPDATE users SET password_hash = ?2 WHERE name = ?1",
             params![name, hash],
         )?;
         if n == 0 {
             return Err(UserError::NoUser(name.to_string()));
         }
+        // A new password signs every browser out (someone else may have known the old one).
+        conn.execute(
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?1)",
+            [name],
+        )?;
         Ok(())
+    }
+
+    /// Sign `user` in for `ttl_secs`: returns the session token (for the cookie) and the
+    /// session. The user's oldest sessions beyond [`MAX_SESSIONS_PER_USER`] and every
+    /// expired one are dropped, so the table stays bounded.
+    pub fn start_session(
+        &self,
+        user: &User,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Result<(String, Session), UserError> {
+        let token = crate::secret::random_token();
+        let csrf = crate::secret::random_token();
+        let expires_at = now.saturating_add(ttl_secs);
+        let conn = self.conn();
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+        conn.execute(
+            "DELETE FROM sessions WHERE user_id = ?1 AND id NOT IN \
+             (SELECT id FROM sessions WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2)",
+            params![user.id, MAX_SESSIONS_PER_USER - 1],
+        )?;
+        conn.execute(
+            "INSERT INTO sessions (token_sha256, user_id, csrf, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                &crate::secret::token_digest(&token)[..],
+                user.id,
+                csrf,
+                now,
+                expires_at
+            ],
+        )?;
+        let session = Session {
+            user: user.clone(),
+            csrf,
+            expires_at,
+        };
+        Ok((token, session))
+    }
+
+    /// The live session `token` names.
+    pub fn session(&self, token: &str, now: i64) -> Result<Option<Session>, UserError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT u.id, u.name, u.role, u.created_at, s.csrf, s.expires_at \
+                 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.token_sha256 = ?1 AND s.expires_at > ?2",
+                params![&crate::secret::token_digest(token)[..], now],
+                |r| {
+                    Ok(Session {
+                        user: user_from(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?, r.get(3)?),
+                        csrf: r.get(4)?,
+                        expires_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Sign a browser out.
+    pub fn end_session(&self, token: &str) -> Result<(), UserError> {
+        self.conn().execute(
+            "DELETE FROM sessions WHERE token_sha256 = ?1",
+            [&crate::secret::token_digest(token)[..]],
+        )?;
+        Ok(())
+    }
+
+    /// A new API token for `name`, shown once (only its digest is kept).
+    pub fn add_token(&self, name: &str, label: &str, now: i64) -> Result<String, UserError> {
+        if label.len() > 64 || label.chars().any(char::is_control) {
+            return Err(UserError::Invalid(
+                "token label: at most 64 characters, no control characters".into(),
+            ));
+        }
+        let conn = self.conn();
+        let user_id: i64 = conn
+            .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| UserError::NoUser(name.to_string()))?;
+        let held: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM api_tokens WHERE user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )?;
+        if held >= MAX_TOKENS_PER_USER {
+            return Err(UserError::Invalid(format!(
+                "user {name:?} holds {held} tokens already; revoke them first \
+                 (`nvr-edge user revoke-tokens {name}`)"
+            )));
+        }
+        let token = crate::secret::random_token();
+        conn.execute(
+            "INSERT INTO api_tokens (token_sha256, user_id, label, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![&crate::secret::token_digest(&token)[..], user_id, label, now],
+        )?;
+        Ok(token)
+    }
+
+    /// The user an API token belongs to.
+    pub fn token_user(&self, token: &str) -> Result<Option<User>, UserError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT u.id, u.name, u.role, u.created_at FROM api_tokens t \
+                 JOIN users u ON u.id = t.user_id WHERE t.token_sha256 = ?1",
+                [&crate::secret::token_digest(token)[..]],
+                |r| {
+                    Ok(user_from(
+                        r.get(0)?,
+                        r.get(1)?,
+                        &r.get::<_, String>(2)?,
+                        r.get(3)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// Revoke every API token of `name`; returns how many.
+    pub fn revoke_tokens(&self, name: &str) -> Result<usize, UserError> {
+        let conn = self.conn();
+        let exists: Option<i64> = conn
+            .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        let id = exists.ok_or_else(|| UserError::NoUser(name.to_string()))?;
+        Ok(conn.execute("DELETE FROM api_tokens WHERE user_id = ?1", [id])?)
     }
 
     /// The user `name` when `password` is theirs. Costs one argon2 verification (tens of

@@ -14,7 +14,7 @@ use nvr_edge::config::Config;
 use nvr_edge::household::enrol::{self, EnrolError, EnrolFace};
 use nvr_edge::household::vectors::{read_vector_file, VectorFileError};
 use nvr_edge::household::{Household, HouseholdError, NewVehicle, Role, Schedule, VehicleProbe};
-use nvr_edge::inference::identity::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
+use nvr_edge::inference::identity::face::FaceObserver;
 use nvr_edge::inference::identity::ModelError;
 
 #[derive(Debug, Subcommand)]
@@ -284,17 +284,8 @@ pub fn run(cmd: &HouseholdCmd, cfg: &Config) -> Result<serde_json::Value, CliErr
     })
 }
 
-/// The face models `[identity]` names: the built-in detector and the installed embedder;
-/// every face of a photo is considered (the frame cap is the recorder's).
 fn observer(cfg: &Config) -> Result<FaceObserver, CliError> {
-    Ok(FaceObserver::new(
-        FaceDetector::builtin()?,
-        FaceEmbedder::load(&cfg.identity.models_dir)?,
-        FaceFilter {
-            max_faces_per_frame: usize::MAX,
-            ..FaceFilter::from_config(&cfg.identity)
-        },
-    ))
+    Ok(FaceObserver::for_photos(&cfg.identity)?)
 }
 
 fn read_image(path: &Path) -> Result<RgbImage, CliError> {

@@ -1,6 +1,6 @@
 //! `nvr-edge user ...`: the people who may use the HTTP API. Passwords are read from
 //! standard input (one line; with echo off on a terminal), never from the command line,
-//! where other users of the box see it.
+//! where other users of the box see it. API tokens are printed once, on stdout.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
@@ -23,8 +23,18 @@ pub enum UserCmd {
     List,
     /// Remove a user.
     Remove { name: String },
-    /// Set a user's password (read from standard input).
+    /// Set a user's password (read from standard input); signs their browsers out.
     Passwd { name: String },
+    /// A new API token for a user (`Authorization: Bearer TOKEN`), printed once: only its
+    /// digest is kept, so store it where the client needs it.
+    Token {
+        name: String,
+        /// What the token is for (shown nowhere secret), e.g. "home-assistant".
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke every API token of a user.
+    RevokeTokens { name: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +110,13 @@ pub fn run(cmd: &UserCmd, cfg: &Config) -> Result<serde_json::Value, UserCliErro
             let password = read_password()?;
             users.set_password(name, &password)?;
             json!({ "password_changed": name })
+        }
+        UserCmd::Token { name, label } => {
+            let token = users.add_token(name, label, now)?;
+            json!({ "name": name, "label": label, "token": token })
+        }
+        UserCmd::RevokeTokens { name } => {
+            json!({ "name": name, "revoked_tokens": users.revoke_tokens(name)? })
         }
     })
 }

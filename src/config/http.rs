@@ -23,6 +23,12 @@ pub struct HttpSection {
     /// Requests served at once (live streams count while their headers are sent); more
     /// get 503.
     pub max_requests: u32,
+    /// How long a browser login lasts (hours); the session cookie expires with it.
+    pub session_hours: u32,
+    /// Largest request body: an enrolment photo upload (MiB). Other requests take 64 KiB.
+    pub max_upload_mb: u32,
+    /// The boot self-test's report (`--self-test --report`), shown at `/api/selftest`.
+    pub selftest_report: std::path::PathBuf,
 }
 
 impl Default for HttpSection {
@@ -34,6 +40,9 @@ impl Default for HttpSection {
             max_streams: 4,
             stream_fps: 5.0,
             max_requests: 64,
+            session_hours: 168,
+            max_upload_mb: 8,
+            selftest_report: "/run/nvr-edge/selftest.json".into(),
         }
     }
 }
@@ -53,5 +62,12 @@ impl HttpSection {
         p.int("http.max_streams", self.max_streams.into(), 1, 64);
         p.above("http.stream_fps", self.stream_fps, 0.0, 30.0);
         p.int("http.max_requests", self.max_requests.into(), 4, 1024);
+        p.int("http.session_hours", self.session_hours.into(), 1, 8760);
+        p.int("http.max_upload_mb", self.max_upload_mb.into(), 1, 32);
+        p.check(
+            "http.selftest_report",
+            self.selftest_report.is_absolute(),
+            "must be an absolute path (the --report file of the boot self-test)",
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! The JSON endpoints and `latest.jpg`. Every handler reads state the recorder already
-//! keeps (camera stats, rings by copy, analysis figures, the events table); database reads
-//! run on the blocking pool.
+//! The JSON endpoints of cameras, events and status, `latest.jpg` and event snapshots.
+//! Every handler reads state the recorder already keeps (camera stats, rings by copy,
+//! analysis figures, the events table); database work runs on the blocking pool.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::time::Stamp;
 use super::HttpState;
-use crate::events::{Event, EventQuery};
+use crate::events::{Deleted, Event, EventQuery};
 use crate::inference::Risk;
 use crate::pipeline::CameraView;
 
@@ -154,21 +154,32 @@ pub struct EventsParams {
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     cursor: Option<i64>,
+    /// Only events in which the household recognised this member (id).
+    member: Option<i64>,
 }
 
-/// An event as the API shows it: the stored fields and its times as stamps.
+/// An event as the API shows it: the stored fields, its times as stamps, and the URLs of
+/// what it has.
 #[derive(Serialize)]
 struct EventOut {
     #[serde(flatten)]
     event: Event,
     start: Stamp,
     end: Option<Stamp>,
+    snapshot_url: Option<String>,
+    clip_url: Option<String>,
+    clip_mjpeg_url: Option<String>,
 }
 
 fn event_out(e: Event) -> EventOut {
+    let video = e.video.as_ref().is_some_and(|v| v.state == "complete");
+    let url = |what: &str| format!("/api/events/{}/{what}", e.id);
     EventOut {
         start: Stamp::from_wall_us(e.start_us),
         end: e.end_us.map(Stamp::from_wall_us),
+        snapshot_url: e.snapshot.then(|| url("snapshot.jpg")),
+        clip_url: video.then(|| url("clip.avi")),
+        clip_mjpeg_url: video.then(|| url("clip.mjpeg")),
         event: e,
     }
 }
@@ -221,6 +232,7 @@ pub async fn events(
         until_us,
         min_risk,
         before_id: p.cursor,
+        member: p.member,
         limit,
     };
     let store = s.events.clone();
@@ -241,6 +253,85 @@ pub async fn event(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> R
     match load_event(&s, &id).await {
         Ok(e) => Json(event_out(e)).into_response(),
         Err(r) => r,
+    }
+}
+
+/// `GET /api/events/{id}/snapshot.jpg`: the event's best frame, as captured.
+pub async fn snapshot(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, "event id: a number");
+    };
+    let store = s.events.clone();
+    match tokio::task::spawn_blocking(move || store.snapshot(id)).await {
+        Ok(Ok(Some(Some(jpeg)))) => {
+            // An event's snapshot only gets better while it goes on; a minute's caching
+            // spares a list of thumbnails being fetched again on every refresh.
+            (
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "private, max-age=60"),
+                ],
+                jpeg,
+            )
+                .into_response()
+        }
+        Ok(Ok(Some(None))) => error(StatusCode::NOT_FOUND, "this event has no snapshot"),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such event"),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
+    }
+}
+
+/// `DELETE /api/events/{id}` (admin): the event, its snapshot and its video.
+pub async fn delete_event(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, "event id: a number");
+    };
+    let store = s.events.clone();
+    let dir = s.clips_dir.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let r = store.delete(id);
+        if let Ok(Deleted::Done { videos }) = &r {
+            crate::recording::remove_videos(&dir, videos);
+        }
+        r
+    })
+    .await;
+    match done {
+        Ok(Ok(Deleted::Done { .. })) => {
+            tracing::info!(event = id, "http: event deleted");
+            Json(json!({ "deleted": id })).into_response()
+        }
+        Ok(Ok(Deleted::NoSuchEvent)) => error(StatusCode::NOT_FOUND, "no such event"),
+        Ok(Ok(Deleted::StillOpen)) => error(
+            StatusCode::CONFLICT,
+            "the event is still going on; delete it once it has ended",
+        ),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
+    }
+}
+
+/// `GET /api/selftest`: the boot self-test's report (`http.selftest_report`), as written.
+pub async fn selftest(State(s): State<Arc<HttpState>>) -> Response {
+    let path = s.cfg.selftest_report.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::fsio::read_regular(&path, crate::fsio::MAX_CONFIG_BYTES)
+    })
+    .await;
+    match read {
+        Ok(Ok(bytes)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => Json(v).into_response(),
+            Err(_) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the self-test report is not JSON",
+            ),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no self-test report at {} (the boot self-test writes it: nvr-edge-selftest.service)",
+                s.cfg.selftest_report.display()
+            ),
+        ),
     }
 }
 

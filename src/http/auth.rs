@@ -1,16 +1,21 @@
-//! Who is asking: HTTP Basic against the users table (argon2id), with what an appliance on
-//! a LAN needs around it.
+//! Who is asking, and how they proved it, against the users table; with what an appliance
+//! on a LAN needs around it.
 //!
 //! - With no user at all, the server only listens on loopback (see `bind`) and every
 //!   request is the local admin: the quick start works, nothing is exposed.
+//! - Browsers log in with the page's form (`POST /api/login`) and get a session cookie
+//!   (HttpOnly, SameSite=Strict); API clients send `Authorization: Bearer` with a token of
+//!   `nvr-edge user token`; HTTP Basic is accepted for reading (Home Assistant's MJPEG
+//!   camera needs it). Changes (POST, DELETE) need an admin, and from a browser the
+//!   session's CSRF token in `X-CSRF-Token` (see `mod.rs`'s guard).
 //! - A password check costs one argon2 verification (tens of milliseconds, ~19 MiB): at most
 //!   [`MAX_VERIFYING`] run at once, on the blocking pool, never on the runtime's thread.
-//! - A verified `Authorization` header is remembered for [`REMEMBER`] (by its SHA-256, in a
-//!   map of at most [`MAX_REMEMBERED`]), so a live stream or a page polling every second
-//!   does not pay argon2 each time. Removing a user or changing a password takes effect
-//!   within that time.
+//! - A verified Basic header is remembered for [`REMEMBER`] (by its SHA-256, in a map of at
+//!   most [`MAX_REMEMBERED`]), so a live stream or a poll every second does not pay argon2
+//!   each time. Removing a user or changing a password takes effect within that time.
 //! - Failed logins are slowed per client address and per user name (OpenSSH-style back-off:
-//!   1 s doubling to 30 s before the 401 is sent), in maps of bounded size.
+//!   1 s doubling to 30 s before the 401 is sent), in maps of bounded size; a wrong bearer
+//!   token is slowed per address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,16 +44,37 @@ pub const MAX_DELAY: Duration = Duration::from_secs(30);
 pub enum Caller {
     /// No user exists and the server is on loopback (or anonymous LAN was allowed).
     Local,
-    User(User),
+    /// A browser's login session; changes must carry its CSRF token.
+    Session { user: User, csrf: String },
+    /// `Authorization: Bearer` with an API token.
+    Token(User),
+    /// HTTP Basic: reading only (a browser would send it to any site's form post).
+    Basic(User),
 }
 
 impl Caller {
     pub fn role(&self) -> Role {
         match self {
             Caller::Local => Role::Admin,
-            Caller::User(u) => u.role,
+            Caller::Session { user, .. } | Caller::Token(user) | Caller::Basic(user) => user.role,
         }
     }
+
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Caller::Local => None,
+            Caller::Session { user, .. } | Caller::Token(user) | Caller::Basic(user) => Some(user),
+        }
+    }
+}
+
+/// What a request brings to prove who it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The session cookie's value.
+    pub session: Option<&'a str>,
 }
 
 /// Why a request is refused.
@@ -66,7 +92,10 @@ struct Failures {
 }
 
 pub struct Auth {
-    users: Arc<UserStore>,
+    pub(super) users: Arc<UserStore>,
+    /// The CSRF token of the local admin (no users): changes from a page on loopback carry
+    /// it, so another site open in the same browser cannot post to the box.
+    pub local_csrf: String,
     verifying: Semaphore,
     remembered: Mutex<HashMap<[u8; 32], (User, Instant)>>,
     failures: Mutex<HashMap<String, Failures>>,
@@ -104,6 +133,7 @@ impl Auth {
     pub fn new(users: Arc<UserStore>) -> Self {
         Self {
             users,
+            local_csrf: crate::secret::random_token(),
             verifying: Semaphore::new(MAX_VERIFYING),
             remembered: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -153,21 +183,47 @@ impl Auth {
         }
     }
 
-    /// The caller of a request from `addr` with this `Authorization` header (if any).
-    pub async fn caller(&self, addr: IpAddr, header: Option<&str>) -> Result<Caller, Refusal> {
+    /// The caller of a request from `addr` with these credentials.
+    pub async fn caller(&self, addr: IpAddr, creds: Credentials<'_>) -> Result<Caller, Refusal> {
         if !self.users_exist()? {
             return Ok(Caller::Local);
         }
-        let Some(header) = header else {
-            return Err(Refusal::Unauthorized);
-        };
+        let now = crate::http::time::now_secs();
+        if let Some(header) = creds.authorization {
+            if let Some(token) = strip_scheme(header, "bearer") {
+                return match self.users.token_user(token) {
+                    Ok(Some(user)) => Ok(Caller::Token(user)),
+                    Ok(None) => {
+                        tracing::warn!(%addr, "http: unknown API token");
+                        self.slow_down(&[format!("addr {addr}")]).await;
+                        Err(Refusal::Unauthorized)
+                    }
+                    Err(_) => Err(Refusal::Unavailable),
+                };
+            }
+            return self.basic(addr, header).await.map(Caller::Basic);
+        }
+        if let Some(token) = creds.session {
+            return match self.users.session(token, now) {
+                Ok(Some(s)) => Ok(Caller::Session {
+                    user: s.user,
+                    csrf: s.csrf,
+                }),
+                // Expired or signed out: the page shows its login form again.
+                Ok(None) => Err(Refusal::Unauthorized),
+                Err(_) => Err(Refusal::Unavailable),
+            };
+        }
+        Err(Refusal::Unauthorized)
+    }
+
+    /// HTTP Basic, remembered for [`REMEMBER`] once verified.
+    async fn basic(&self, addr: IpAddr, header: &str) -> Result<User, Refusal> {
         let digest: [u8; 32] = Sha256::digest(header.as_bytes()).into();
         {
             let mut map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&digest) {
-                Some((user, at)) if at.elapsed() < REMEMBER => {
-                    return Ok(Caller::User(user.clone()))
-                }
+                Some((user, at)) if at.elapsed() < REMEMBER => return Ok(user.clone()),
                 Some(_) => {
                     map.remove(&digest);
                 }
@@ -178,6 +234,25 @@ impl Auth {
             self.slow_down(&[format!("addr {addr}")]).await;
             return Err(Refusal::Unauthorized);
         };
+        let user = self.password(addr, &name, password).await?;
+        let mut map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        insert_bounded(
+            &mut map,
+            MAX_REMEMBERED,
+            digest,
+            (user.clone(), Instant::now()),
+            |(_, at)| *at,
+        );
+        Ok(user)
+    }
+
+    /// Check a name and password (Basic, the login form), with the back-off.
+    pub async fn password(
+        &self,
+        addr: IpAddr,
+        name: &str,
+        password: String,
+    ) -> Result<User, Refusal> {
         let keys = [format!("addr {addr}"), format!("user {name}")];
         // A client already failing waits before its next try is even checked.
         let before = keys.iter().map(|k| self.failures_of(k)).max().unwrap_or(0);
@@ -189,7 +264,7 @@ impl Auth {
             .map_err(|_| Refusal::Unavailable)?;
         let users = self.users.clone();
         let checked = {
-            let name = name.clone();
+            let name = name.to_string();
             tokio::task::spawn_blocking(move || users.verify(&name, &password))
                 .await
                 .map_err(|_| Refusal::Unavailable)?
@@ -198,15 +273,7 @@ impl Auth {
         match checked {
             Ok(Some(user)) => {
                 self.succeed(&keys);
-                let mut map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
-                insert_bounded(
-                    &mut map,
-                    MAX_REMEMBERED,
-                    digest,
-                    (user.clone(), Instant::now()),
-                    |(_, at)| *at,
-                );
-                Ok(Caller::User(user))
+                Ok(user)
             }
             Ok(None) => {
                 let n = self.fail(&keys);
@@ -224,14 +291,17 @@ impl Auth {
     }
 }
 
+/// The credentials of an `Authorization` header of `scheme` (any case).
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.trim().split_once(' ')?;
+    (s.eq_ignore_ascii_case(scheme) && rest.len() <= 4096).then(|| rest.trim())
+}
+
 /// `Basic base64(name:password)` → (name, password).
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
-    let (scheme, rest) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") || rest.len() > 4096 {
-        return None;
-    }
+    let rest = strip_scheme(header, "basic")?;
     let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
+        .decode(rest)
         .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (name, password) = text.split_once(':')?;

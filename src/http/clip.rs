@@ -1,7 +1,9 @@
-//! `GET /api/events/{id}/clip.avi`: an event's finished video (MJPEG AVI, as recorded),
-//! with one byte range (`Range: bytes=a-b`, `a-`, `-n`) for players that seek. Streamed
-//! from disk in 64 KiB pieces with at most two in hand (a video may be 1 GiB; none is
-//! read whole).
+//! An event's finished video: `GET /api/events/{id}/clip.avi` (MJPEG AVI, as recorded,
+//! with one byte range `Range: bytes=a-b`, `a-`, `-n` for players that seek), streamed
+//! from disk in 64 KiB pieces with at most two in hand (a video may be 1 GiB; none is read
+//! whole); and `GET /api/events/{id}/clip.mjpeg`, its frames as a multipart stream paced
+//! at the recorded rate, which any browser plays in an `<img>` (one frame in hand; it
+//! takes one of `http.max_streams`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -13,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::api::{error, load_event};
+use super::stream::{multipart, part_into, stream_slot, STALL};
 use super::{channel_body, HttpState};
+use crate::recording::AviReader;
 
 const PIECE: usize = 64 * 1024;
 
@@ -52,21 +56,76 @@ pub fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, 
     Ok(Some(range))
 }
 
+/// The event `{id}` names and the path of its finished video; the error response otherwise.
+async fn finished_video(s: &HttpState, id: &str) -> Result<(i64, std::path::PathBuf), Response> {
+    let event = load_event(s, id).await?;
+    event
+        .video
+        .filter(|v| v.state == "complete")
+        .and_then(|v| crate::recording::video_path(&s.clips_dir, &v.file))
+        .map(|p| (event.id, p))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "this event has no finished video"))
+}
+
+/// `GET /api/events/{id}/clip.mjpeg`: the video's frames, paced as recorded.
+pub async fn clip_mjpeg(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let path = match finished_video(&s, &id).await {
+        Ok((_, p)) => p,
+        Err(r) => return r,
+    };
+    let mut reader = match tokio::task::spawn_blocking(move || AviReader::open(&path)).await {
+        Ok(Ok(r)) => r,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "the video file is gone or unreadable",
+            )
+        }
+    };
+    let slot = match stream_slot(&s) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // The recorded rate, within reason (a header saying 0 or nonsense plays at 10 fps).
+    let us = match reader.us_per_frame {
+        16_000..=2_000_000 => reader.us_per_frame,
+        _ => 100_000,
+    };
+    let period = std::time::Duration::from_micros(u64::from(us));
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut frame = Vec::new();
+        let mut next = std::time::Instant::now();
+        while let Ok(true) = reader.next_frame(&mut frame) {
+            let mut part = Vec::new();
+            part_into(&mut part, &frame);
+            let now = std::time::Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next = std::time::Instant::now().max(next) + period;
+            // A client that stops reading is dropped like a live one.
+            let rt = tokio::runtime::Handle::current();
+            if rt
+                .block_on(tx.send_timeout(Bytes::from(part), STALL))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    multipart(rx)
+}
+
 pub async fn clip(
     State(s): State<Arc<HttpState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let event = match load_event(&s, &id).await {
-        Ok(e) => e,
+    let (id, path) = match finished_video(&s, &id).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let id = event.id;
-    let Some(video) = event.video.filter(|v| v.state == "complete") else {
-        return error(StatusCode::NOT_FOUND, "this event has no finished video");
-    };
-    let Some(path) = crate::recording::video_path(&s.clips_dir, &video.file) else {
-        return error(StatusCode::NOT_FOUND, "this event has no finished video");
     };
     let Ok(mut file) = std::fs::File::open(&path) else {
         return error(

@@ -19,20 +19,54 @@ use super::{channel_body, HttpState};
 
 /// A client that does not take the next frame within this long is dropped.
 pub const STALL: Duration = Duration::from_secs(10);
-const BOUNDARY: &str = "nvrframe";
+pub const BOUNDARY: &str = "nvrframe";
+
+/// One JPEG as a part of the multipart stream, appended to `out`.
+pub fn part_into(out: &mut Vec<u8>, jpeg: &[u8]) {
+    out.reserve(jpeg.len() + 96);
+    out.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(jpeg);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The headers of a multipart JPEG stream and its body.
+pub fn multipart(rx: mpsc::Receiver<Bytes>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
+        )],
+        channel_body(rx),
+    )
+        .into_response()
+}
+
+/// A slot among `http.max_streams`, or the 503 that says they are taken.
+pub fn stream_slot(s: &HttpState) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    s.streams.clone().try_acquire_owned().map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "{} live streams or clip playbacks already (http.max_streams)",
+                s.cfg.max_streams
+            ),
+        )
+    })
+}
 
 pub async fn live(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
     let Some(cam) = camera(&s, &id) else {
         return error(StatusCode::NOT_FOUND, "no such camera");
     };
-    let Ok(permit) = s.streams.clone().try_acquire_owned() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "{} live streams already (http.max_streams)",
-                s.cfg.max_streams
-            ),
-        );
+    let permit = match stream_slot(&s) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let ring = cam.shared.ring.clone();
     let fps = s.cfg.stream_fps.min(cam.config.fps).max(0.1);
@@ -51,16 +85,8 @@ pub async fn live(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
                 break;
             }
             let Some((seq, part)) = ring.with_newest(|f| {
-                let mut part = Vec::with_capacity(f.bytes.len() + 96);
-                part.extend_from_slice(
-                    format!(
-                        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                        f.bytes.len()
-                    )
-                    .as_bytes(),
-                );
-                part.extend_from_slice(f.bytes);
-                part.extend_from_slice(b"\r\n");
+                let mut part = Vec::new();
+                part_into(&mut part, f.bytes);
                 (f.meta.seq, part)
             }) else {
                 continue;
@@ -79,12 +105,5 @@ pub async fn live(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
             }
         }
     });
-    (
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
-        )],
-        channel_body(rx),
-    )
-        .into_response()
+    multipart(rx)
 }

@@ -20,6 +20,14 @@ impl Stamp {
     }
 }
 
+/// Wall-clock seconds since the epoch (session expiry: real time, whatever the recorder's
+/// clock is).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmm+00:00` for wall microseconds `us`.
 pub fn iso8601(us: i64) -> String {
     let secs = us.div_euclid(1_000_000);

@@ -21,6 +21,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_negative_embeddings.sql"),
     include_str!("migrations/0008_event_interrupted.sql"),
     include_str!("migrations/0009_users.sql"),
+    include_str!("migrations/0010_sessions.sql"),
+    include_str!("migrations/0011_event_snapshot.sql"),
 ];
 
 /// Schema version this build writes.

@@ -425,6 +425,20 @@ impl FaceObserver {
         }
     }
 
+    /// The face models `[identity]` names, for enrolment and photo matching (the CLI, an
+    /// upload): the built-in detector and the installed embedder; every face of a photo is
+    /// considered (the per-frame cap is the recorder's).
+    pub fn for_photos(cfg: &crate::config::IdentityConfig) -> Result<Self, ModelError> {
+        Ok(Self::new(
+            FaceDetector::builtin()?,
+            FaceEmbedder::load(&cfg.models_dir)?,
+            FaceFilter {
+                max_faces_per_frame: usize::MAX,
+                ..FaceFilter::from_config(cfg)
+            },
+        ))
+    }
+
     /// Faces in `img` that pass the filter, aligned, with the reason for each one skipped.
     pub fn faces(&self, img: &RgbImage) -> Result<(Vec<RgbImage>, Vec<&'static str>), ModelError> {
         let mut kept = Vec::new();
