@@ -406,3 +406,65 @@ impl UserStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_end_and_are_bounded_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserStore::open_in(dir.path()).unwrap();
+        users.add("ann", Role::Admin, "ann's password", 0).unwrap();
+        let ann = users.verify("ann", "ann's password").unwrap().unwrap();
+        let (token, s) = users.start_session(&ann, 1000, 60).unwrap();
+        assert_eq!(s.expires_at, 1060);
+        assert_eq!(users.session(&token, 1059).unwrap().unwrap().csrf, s.csrf);
+        assert!(users.session(&token, 1060).unwrap().is_none(), "expired");
+        assert!(users.session("forged", 1000).unwrap().is_none());
+        // A user's oldest sessions make room for new ones.
+        let first = users.start_session(&ann, 2000, 60).unwrap().0;
+        let mut last = String::new();
+        for _ in 0..MAX_SESSIONS_PER_USER {
+            last = users.start_session(&ann, 2000, 60).unwrap().0;
+        }
+        assert!(users.session(&first, 2001).unwrap().is_none());
+        assert!(users.session(&last, 2001).unwrap().is_some());
+        let n: i64 = users
+            .conn()
+            .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, MAX_SESSIONS_PER_USER);
+        users.end_session(&last).unwrap();
+        assert!(users.session(&last, 2001).unwrap().is_none());
+        // A new password signs every browser out; removing the user ends the rest.
+        let kept = users.start_session(&ann, 3000, 60).unwrap().0;
+        users.set_password("ann", "a new password").unwrap();
+        assert!(users.session(&kept, 3001).unwrap().is_none());
+    }
+
+    #[test]
+    fn tokens_name_their_user_until_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserStore::open_in(dir.path()).unwrap();
+        users.add("vic", Role::Viewer, "vic's password", 0).unwrap();
+        let t = users.add_token("vic", "grafana", 5).unwrap();
+        assert_eq!(users.token_user(&t).unwrap().unwrap().name, "vic");
+        assert!(users.add_token("nobody", "", 5).is_err());
+        assert!(users.add_token("vic", "bad\nlabel", 5).is_err());
+        assert_eq!(users.revoke_tokens("vic").unwrap(), 1);
+        assert!(users.token_user(&t).unwrap().is_none());
+        for _ in 0..MAX_TOKENS_PER_USER {
+            users.add_token("vic", "", 5).unwrap();
+        }
+        let e = users.add_token("vic", "", 5).unwrap_err();
+        assert!(e.to_string().contains("revoke"), "{e}");
+        // Removing the user removes their tokens with them.
+        let t = {
+            users.revoke_tokens("vic").unwrap();
+            users.add_token("vic", "", 5).unwrap()
+        };
+        users.remove("vic").unwrap();
+        assert!(users.token_user(&t).unwrap().is_none());
+    }
+}

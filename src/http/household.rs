@@ -6,7 +6,8 @@
 //! Uploads are bounded by `http.max_upload_mb` (the whole request), each photo's header by
 //! `fsio`'s pixel cap before anything is decoded (a decompression bomb is refused unread),
 //! and one enrolment runs at a time on the blocking pool (the face models are loaded at
-//! the first and kept).
+//! the first and kept). Photos are checked to decode and the member to exist before any
+//! model is loaded.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 pub async fn add_member(State(s): State<Arc<HttpState>>, body: JsonBody<NewMember>) -> Response {
     let Json(m) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+        Err(e) => return error(e.status(), &e.body_text()),
     };
     let role: Role = match m.role.parse() {
         Ok(r) => r,
@@ -157,7 +158,7 @@ pub async fn add_vehicle(
 ) -> Response {
     let Json(v) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+        Err(e) => return error(e.status(), &e.body_text()),
     };
     if v.plate.as_deref().is_none_or(|p| p.trim().is_empty()) {
         return error(
@@ -261,12 +262,40 @@ pub async fn enrol_photos(
     if photos.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no photo in the upload");
     }
+    // One enrolment at a time (a decoded 50-megapixel photo is 150 MB); the lock also
+    // guards the face models' loading.
+    let mut faces = s.faces.lock().await;
+    // Cheap refusals first, before any model is loaded: every photo must decode (within
+    // the pixel cap) and the member must exist.
+    let decoded = tokio::task::spawn_blocking(move || {
+        photos
+            .iter()
+            .map(|(name, bytes)| {
+                crate::fsio::decode_image(FsPath::new(name), bytes)
+                    .map(|img| (name.clone(), img.to_rgb8()))
+                    .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))
+            })
+            .collect::<Result<Vec<_>, Response>>()
+    })
+    .await;
+    let images = match decoded {
+        Ok(Ok(v)) => v,
+        Ok(Err(r)) => return r,
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "decoding"),
+    };
+    match with_household(&s, move |hh| {
+        Ok(hh.members()?.iter().any(|m| m.id == member))
+    })
+    .await
+    {
+        Ok(true) => {}
+        Ok(false) => return household_error(&HouseholdError::NoMember(member)),
+        Err(r) => return r,
+    }
     let hh = match household(&s) {
         Ok(h) => h,
         Err(r) => return r,
     };
-    // One enrolment at a time: the lock also guards the face models' loading.
-    let mut faces = s.faces.lock().await;
     let observer = match faces.as_ref() {
         Some(o) => o.clone(),
         None => {
@@ -285,21 +314,9 @@ pub async fn enrol_photos(
     };
     let pick = p.face;
     let done = tokio::task::spawn_blocking(move || {
-        let mut checked: Vec<EnrolFace> = Vec::with_capacity(photos.len());
-        for (name, bytes) in &photos {
-            let img = crate::fsio::decode_image(FsPath::new(name), bytes).map_err(|e| {
-                EnrolError::Photo {
-                    photo: name.clone(),
-                    why: e.to_string(),
-                }
-            })?;
-            checked.push(enrol::face_for_enrolment(
-                &observer,
-                &img.to_rgb8(),
-                pick,
-                name,
-                name,
-            )?);
+        let mut checked: Vec<EnrolFace> = Vec::with_capacity(images.len());
+        for (name, img) in &images {
+            checked.push(enrol::face_for_enrolment(&observer, img, pick, name, name)?);
         }
         let model_id = observer.embedder.model_id();
         let stored = enrol::store_enrolment(&hh, member, negative, &model_id, &checked)?;

@@ -57,7 +57,7 @@ pub async fn login(
 ) -> Response {
     let Json(l) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+        Err(e) => return error(e.status(), &e.body_text()),
     };
     if l.name.is_empty() || l.name.len() > 64 || l.password.len() > MAX_PASSWORD {
         return error(

@@ -27,28 +27,30 @@ height = 240
 fps = 10.0
 "#;
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-fn config(dir: &Path, http: &str) -> String {
+pub(crate) fn config(dir: &Path, http: &str) -> String {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/identity");
     format!(
-        "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 1.0\n[recording]\nmax_secs = 3.0\npost_secs = 0.5\n[http]\nbind = \"127.0.0.1:0\"\n{http}\n{CAMERAS}",
-        dir
+        "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\nmodels_dir = {models:?}\n[xclip]\nwindow_secs = 1.0\nrerun_secs = 1.0\n[recording]\nmax_secs = 3.0\npost_secs = 0.5\n[http]\nbind = \"127.0.0.1:0\"\nselftest_report = {:?}\n{http}\n{CAMERAS}",
+        dir,
+        dir.join("selftest.json")
     )
 }
 
-fn nvr(dir: &Path) -> Command {
+pub(crate) fn nvr(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nvr-edge"));
     c.arg("--config").arg(dir.join("c.toml"));
     c
 }
 
 /// `nvr-edge user add NAME --role ROLE` with the password on stdin.
-fn add_user(dir: &Path, name: &str, role: &str, password: &str) -> (i32, String) {
+pub(crate) fn add_user(dir: &Path, name: &str, role: &str, password: &str) -> (i32, String) {
     let mut child = nvr(dir)
         .args(["user", "add", name, "--role", role])
         .stdin(Stdio::piped())
@@ -65,7 +67,7 @@ fn add_user(dir: &Path, name: &str, role: &str, password: &str) -> (i32, String)
 }
 
 impl Server {
-    fn start(dir: tempfile::TempDir, http: &str) -> Server {
+    pub(crate) fn start(dir: tempfile::TempDir, http: &str) -> Server {
         std::fs::write(dir.path().join("c.toml"), config(dir.path(), http)).unwrap();
         let mut child = nvr(dir.path())
             .arg("run")
@@ -104,36 +106,65 @@ impl Server {
         }
     }
 
-    fn connect(&self) -> TcpStream {
+    pub(crate) fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s
     }
 
     /// An HTTP/1.0 request (the server closes after the body): status, headers, body.
-    fn request(&self, method: &str, path: &str, auth: Option<&str>) -> Response {
+    pub(crate) fn request(&self, method: &str, path: &str, auth: Option<&str>) -> Response {
         let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
         self.request_with(method, path, &auth)
     }
 
     /// As `request`, with `extra` header lines (each ending in CRLF).
-    fn request_with(&self, method: &str, path: &str, extra: &str) -> Response {
+    pub(crate) fn request_with(&self, method: &str, path: &str, extra: &str) -> Response {
+        self.send(method, path, extra, &[])
+    }
+
+    /// A request with `extra` header lines and a body.
+    pub(crate) fn send(&self, method: &str, path: &str, extra: &str, body: &[u8]) -> Response {
         let mut s = self.connect();
+        let length = if body.is_empty() && matches!(method, "GET" | "HEAD") {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
         write!(
             s,
-            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}{length}\r\n"
         )
         .unwrap();
+        // A refusal may close the connection before a large body is all sent.
+        let _ = s.write_all(body);
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
+        // (A reset after the answer arrived still leaves the answer read.)
+        let _ = s.read_to_end(&mut raw);
         Response::parse(&raw)
     }
 
-    fn get(&self, path: &str) -> Response {
+    /// A JSON body sent with `extra` header lines.
+    pub(crate) fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &str,
+        v: &serde_json::Value,
+    ) -> Response {
+        self.send(
+            method,
+            path,
+            &format!("{extra}Content-Type: application/json\r\n"),
+            v.to_string().as_bytes(),
+        )
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.request("GET", path, None)
     }
 
-    fn json(&self, path: &str) -> serde_json::Value {
+    pub(crate) fn json(&self, path: &str) -> serde_json::Value {
         let r = self.get(path);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         serde_json::from_slice(&r.body).unwrap()
@@ -155,10 +186,10 @@ fn terminate(pid: u32) -> std::io::Result<()> {
         .map(drop)
 }
 
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
@@ -195,6 +226,32 @@ impl Response {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text()))
+    }
+}
+
+/// A `multipart/form-data` body of `files` (name, bytes) and its Content-Type header line.
+fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "nvrtestboundary7MA4YWxk";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"),
+        body,
+    )
 }
 
 /// Read `n` parts of a live stream (HTTP/1.0: the body is the raw multipart stream).
@@ -235,7 +292,7 @@ fn stream_parts(stream: &mut TcpStream, n: usize) -> (String, Vec<Vec<u8>>) {
     (head, parts)
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -414,7 +471,14 @@ fn without_users_loopback_serves_every_endpoint() {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert!(v["error"].is_string(), "{path}");
     }
-    assert_eq!(s.request("POST", "/api/events", None).status, 405);
+    // A change without the page's CSRF token is refused, even from the local admin (another
+    // site open in the same browser could post to loopback); with it, the method is checked.
+    let r = s.request("POST", "/api/events", None);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("X-CSRF-Token"));
+    let csrf = s.json("/api/session")["csrf"].as_str().unwrap().to_string();
+    let token = format!("X-CSRF-Token: {csrf}\r\n");
+    assert_eq!(s.request_with("POST", "/api/events", &token).status, 405);
     // Arbitrary paths and queries: a 4xx that says so, never a 5xx, and the server lives.
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let pieces = [
@@ -479,6 +543,109 @@ fn without_users_loopback_serves_every_endpoint() {
             r.text()
         );
     }
+    // Arbitrary bodies, content types and ids to everything that takes a change: a 4xx
+    // (or a success), never a 5xx, and the server lives.
+    let bodies: [&[u8]; 12] = [
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b"{\"name\": 1}",
+        b"{\"name\": \"x\", \"role\": \"family\", \"schedules\": [\"someday 25:00-99:00\"]}",
+        b"{\"plate\": \"\", \"trusted\": \"yes\"}",
+        b"{\"name\": \"a\", \"password\": \"b\"}",
+        b"\xff\xfe\x00",
+        b"--x\r\nContent-Disposition: form-data; name=\"photo\"\r\n\r\nabc\r\n--x--\r\n",
+        b"--x\r\n\r\n",
+        b"\x89PNG\r\n\x1a\n",
+    ];
+    let types = [
+        "Content-Type: application/json\r\n",
+        "Content-Type: multipart/form-data; boundary=x\r\n",
+        "Content-Type: text/plain\r\n",
+        "",
+    ];
+    let targets = [
+        ("POST", "/api/login"),
+        ("POST", "/api/household/members"),
+        ("POST", "/api/household/vehicles"),
+        ("POST", "/api/household/members/1/photos"),
+        ("POST", "/api/household/members/x/photos?not=7"),
+        ("DELETE", "/api/household/members/-1"),
+        ("DELETE", "/api/household/vehicles/abc"),
+        ("DELETE", "/api/events/9223372036854775807"),
+        ("POST", "/api/logout"),
+    ];
+    for (method, path) in targets {
+        for body in bodies {
+            for ct in types {
+                let r = s.send(method, path, &format!("{token}{ct}"), body);
+                assert!(
+                    (200..500).contains(&r.status),
+                    "{method} {path} {ct:?} {:?}: {} {}",
+                    String::from_utf8_lossy(body),
+                    r.status,
+                    r.text()
+                );
+            }
+        }
+    }
+    // Each event has a snapshot from the moment motion confirmed it: a camera frame.
+    let ev = s.json(&format!("/api/events/{vid}"));
+    let snap_url = ev["snapshot_url"].as_str().expect("a snapshot");
+    let snap = s.get(snap_url);
+    assert_eq!(snap.status, 200);
+    assert_eq!(snap.header("content-type"), Some("image/jpeg"));
+    let img = image::load_from_memory(&snap.body).unwrap();
+    assert_eq!((img.width(), img.height()), (320, 240));
+    // The video as a paced multipart stream of its frames (what the page plays).
+    assert_eq!(
+        ev["clip_mjpeg_url"],
+        format!("/api/events/{vid}/clip.mjpeg")
+    );
+    let mut c = s.connect();
+    write!(c, "GET /api/events/{vid}/clip.mjpeg HTTP/1.0\r\n\r\n").unwrap();
+    let (head, frames) = stream_parts(&mut c, 2);
+    assert!(head.contains("multipart/x-mixed-replace"), "{head}");
+    for f in &frames {
+        assert_eq!(image::load_from_memory(f).unwrap().width(), 320);
+    }
+    drop(c);
+    // Deleting an event takes its video with it; it needs the CSRF token.
+    let video = s
+        .dir
+        .path()
+        .join("clips")
+        .join(ev["video"]["file"].as_str().unwrap());
+    assert!(video.exists(), "{video:?}");
+    let path = format!("/api/events/{vid}");
+    assert_eq!(s.request("DELETE", &path, None).status, 403);
+    let del = s.request_with("DELETE", &path, &token);
+    assert_eq!(del.status, 200, "{}", del.text());
+    assert_eq!(s.get(&path).status, 404);
+    assert!(!video.exists(), "the video went with its event");
+    assert_eq!(s.request_with("DELETE", &path, &token).status, 404);
+    // The page and its files, under a CSP that runs only the page's own script.
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<script src=\"/app.js\""));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(s.get("/app.js").status, 200);
+    assert_eq!(s.get("/app.css").status, 200);
+    // The boot self-test's report, once it exists where http.selftest_report says.
+    let st = s.get("/api/selftest");
+    assert_eq!(st.status, 404);
+    assert!(st.text().contains("selftest.json"), "{}", st.text());
+    std::fs::write(
+        s.dir.path().join("selftest.json"),
+        r#"{"verdict": "PASS", "checks": []}"#,
+    )
+    .unwrap();
+    assert_eq!(s.json("/api/selftest")["verdict"], "PASS");
     assert_eq!(s.json("/api/health")["alive"], true);
     assert!(s
         .log
@@ -576,4 +743,298 @@ fn a_lan_address_without_users_is_refused_at_start() {
         err.contains("refusing to serve 0.0.0.0:0 with no user") && err.contains("user add"),
         "{err}"
     );
+}
+
+/// The value of `name` in a response's Set-Cookie.
+fn set_cookie<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+    r.header("set-cookie")?
+        .split(';')
+        .next()?
+        .trim()
+        .strip_prefix(name)?
+        .strip_prefix('=')
+}
+
+#[test]
+fn logins_tokens_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), config(dir.path(), "")).unwrap();
+    assert_eq!(add_user(dir.path(), "ann", "admin", "ann's password").0, 0);
+    assert_eq!(add_user(dir.path(), "vic", "viewer", "vic's password").0, 0);
+    // An API token is printed once; only its digest is stored.
+    let out = nvr(dir.path())
+        .args(["user", "token", "ann", "--label", "home-assistant"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ann_token = printed["token"].as_str().unwrap().to_string();
+    assert_eq!(ann_token.len(), 43);
+    let db = std::fs::read(dir.path().join("nvr-edge.db")).unwrap();
+    assert!(
+        !db.windows(ann_token.len())
+            .any(|w| w == ann_token.as_bytes()),
+        "the token itself is not in the database"
+    );
+    let s = Server::start(dir, "");
+
+    // The page is served to anyone (it shows its login form); the API is not, and the
+    // page's own requests get no Basic challenge (no browser password dialog).
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(s.json("/api/session")["login_required"], true);
+    let r = s.request_with("GET", "/api/stats", "X-Requested-With: nvr-edge\r\n");
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_none());
+
+    // Log in: a wrong password waits and fails; the right one sets an HttpOnly,
+    // SameSite=Strict session cookie and gives the CSRF token.
+    let login = |name: &str, pw: &str| {
+        s.send_json(
+            "POST",
+            "/api/login",
+            "",
+            &serde_json::json!({ "name": name, "password": pw }),
+        )
+    };
+    let t0 = Instant::now();
+    assert_eq!(login("ann", "not her password").status, 401);
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    let ok = login("ann", "ann's password");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let cookie_line = ok.header("set-cookie").unwrap();
+    assert!(
+        cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"),
+        "{cookie_line}"
+    );
+    let session = set_cookie(&ok, "nvr_session").unwrap().to_string();
+    let csrf = ok.json()["csrf"].as_str().unwrap().to_string();
+    let cookie = format!("Cookie: nvr_session={session}\r\n");
+    assert_eq!(s.request_with("GET", "/api/stats", &cookie).status, 200);
+    let me = s.request_with("GET", "/api/session", &cookie).json();
+    assert_eq!(me["user"], "ann");
+    assert_eq!(me["csrf"], csrf);
+
+    // A change from the browser needs the CSRF token as well as the cookie.
+    let member = serde_json::json!({ "name": "Grandma", "role": "family", "schedules": ["weekends 10:00-18:00"] });
+    let r = s.send_json("POST", "/api/household/members", &cookie, &member);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let with_csrf = format!("{cookie}X-CSRF-Token: {csrf}\r\n");
+    let r = s.send_json("POST", "/api/household/members", &with_csrf, &member);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let grandma = r.json()["member_id"].as_i64().unwrap();
+    let bad = s.send_json(
+        "POST",
+        "/api/household/members",
+        &with_csrf,
+        &serde_json::json!({ "name": "X", "role": "overlord" }),
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("role"), "{}", bad.text());
+
+    // A viewer reads and may not change anything.
+    let vic = login("vic", "vic's password");
+    let vic_cookie = format!(
+        "Cookie: nvr_session={}\r\nX-CSRF-Token: {}\r\n",
+        set_cookie(&vic, "nvr_session").unwrap(),
+        vic.json()["csrf"].as_str().unwrap()
+    );
+    let h = s.request_with("GET", "/api/household", &vic_cookie).json();
+    assert_eq!(h["members"][0]["name"], "Grandma");
+    assert!(
+        !h.to_string().contains("embedding\":["),
+        "no embeddings in the list"
+    );
+    let r = s.request_with(
+        "DELETE",
+        &format!("/api/household/members/{grandma}"),
+        &vic_cookie,
+    );
+    assert_eq!(r.status, 403);
+
+    // Bearer tokens: reads and changes, no CSRF (a browser never adds one by itself).
+    let bearer = format!("Authorization: Bearer {ann_token}\r\n");
+    assert_eq!(s.request_with("GET", "/api/stats", &bearer).status, 200);
+    let v = s.send_json(
+        "POST",
+        "/api/household/vehicles",
+        &bearer,
+        &serde_json::json!({ "plate": "AB-123", "description": "blue estate" }),
+    );
+    assert_eq!(v.status, 201, "{}", v.text());
+    let wrong = s.request_with("GET", "/api/stats", "Authorization: Bearer nope\r\n");
+    assert_eq!(wrong.status, 401);
+    // HTTP Basic reads (Home Assistant's MJPEG camera) but changes nothing.
+    let basic = format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode("ann:ann's password")
+    );
+    assert_eq!(s.request_with("GET", "/api/cameras", &basic).status, 200);
+    let r = s.request_with(
+        "DELETE",
+        &format!("/api/household/members/{grandma}"),
+        &basic,
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("Basic only reads"), "{}", r.text());
+    let r = s.request_with(
+        "DELETE",
+        &format!("/api/household/members/{grandma}"),
+        &bearer,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Bodies are bounded: 64 KiB for JSON.
+    let big = serde_json::json!({ "name": "x".repeat(70_000), "role": "family" });
+    assert_eq!(
+        s.send_json("POST", "/api/household/members", &bearer, &big)
+            .status,
+        413
+    );
+
+    // Logging out ends the session on the server, not only in the browser.
+    let out = s.request_with("POST", "/api/logout", &with_csrf);
+    assert_eq!(out.status, 200);
+    assert_eq!(set_cookie(&out, "nvr_session"), Some(""));
+    assert_eq!(s.request_with("GET", "/api/stats", &cookie).status, 401);
+    // Revoked tokens stop working.
+    let rv = nvr(s.dir.path())
+        .args(["user", "revoke-tokens", "ann"])
+        .output()
+        .unwrap();
+    assert!(rv.status.success());
+    assert_eq!(s.request_with("GET", "/api/stats", &bearer).status, 401);
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/photos")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A PNG whose header claims 100000 x 100000 pixels: a decompression bomb to a naive
+/// decoder.
+fn png_bomb() -> Vec<u8> {
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(b"IHDR");
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    // The header, a first data chunk (an empty zlib stream) and the end.
+    for chunk in [
+        ihdr,
+        b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01".to_vec(),
+        b"IEND".to_vec(),
+    ] {
+        png.extend_from_slice(&(chunk.len() as u32 - 4).to_be_bytes());
+        png.extend_from_slice(&chunk);
+        png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    png
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+#[cfg_attr(
+    not(nvr_face_embedder),
+    ignore = "needs the face embedder: run models/identity/fetch.py"
+)]
+fn enrolment_by_photo_upload() {
+    let s = Server::start(tempfile::tempdir().unwrap(), "max_upload_mb = 2");
+    let csrf = s.json("/api/session")["csrf"].as_str().unwrap().to_string();
+    let token = format!("X-CSRF-Token: {csrf}\r\n");
+    let r = s.send_json(
+        "POST",
+        "/api/household/members",
+        &token,
+        &serde_json::json!({ "name": "Barack", "role": "resident" }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["member_id"].as_i64().unwrap();
+    let url = format!("/api/household/members/{id}/photos");
+    let faces = || -> u64 {
+        s.json("/api/household")["members"][0]["embeddings"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    // Refusals say why and store nothing, even when other photos of the upload are fine.
+    let obama = photo("obama.jpg");
+    for (files, status, why) in [
+        (
+            vec![("rocket.jpg", photo("rocket.jpg"))],
+            422,
+            "no face found",
+        ),
+        (
+            vec![("notes.txt", b"hello, not a photo".to_vec())],
+            422,
+            "not a readable image",
+        ),
+        (
+            vec![("obama.jpg", obama.clone()), ("bomb.png", png_bomb())],
+            422,
+            "pixel limit",
+        ),
+    ] {
+        let parts: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let (ct, body) = multipart(&parts);
+        let r = s.send("POST", &url, &format!("{token}{ct}"), &body);
+        assert_eq!(r.status, status, "{}", r.text());
+        assert!(r.text().contains(why), "{why}: {}", r.text());
+    }
+    // Past http.max_upload_mb: 413, nothing read into the database.
+    let (ct, body) = multipart(&[("big.jpg", &vec![0u8; 3 << 20])]);
+    let r = s.send("POST", &url, &format!("{token}{ct}"), &body);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(faces(), 0);
+
+    // A real photo: one face stored, with its box.
+    let (ct, body) = multipart(&[("obama.jpg", &obama)]);
+    let r = s.send("POST", &url, &format!("{token}{ct}"), &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = r.json()["stored"].clone();
+    assert_eq!(stored.as_array().unwrap().len(), 1, "{stored}");
+    assert_eq!(stored[0]["box"].as_array().unwrap().len(), 4);
+    assert_eq!(faces(), 1);
+
+    // The same man in another photo is recognised as the member (the CLI's matcher reads
+    // the same database).
+    let out = nvr(s.dir.path())
+        .args(["household", "identify", "--image"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/obama2.jpg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &v["faces"][0]["match"];
+    assert_eq!(m["outcome"], "match", "{v}");
+    assert_eq!(m["member_id"].as_i64(), Some(id), "{v}");
 }

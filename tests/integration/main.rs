@@ -5,6 +5,7 @@
 //! process). Run one part with `cargo test --release --test integration <file>::`.
 
 mod appliance;
+mod browser;
 mod capture;
 mod common;
 mod config_cli;

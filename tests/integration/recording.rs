@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use nvr_edge::config::{RecordingConfig, Retention};
 use nvr_edge::events::EventStore;
-use nvr_edge::recording::{open_clips, remove_videos, AviWriter, ClipDir, Recorder};
+use nvr_edge::recording::{open_clips, remove_videos, AviReader, AviWriter, ClipDir, Recorder};
 use nvr_edge::ring::{FrameFormat, FrameMeta, FrameRing, RingConfig};
 
 const FPS: i64 = 10;
@@ -359,4 +359,38 @@ fn retention_removes_the_recordings_of_the_events_it_drops() {
     assert!(events.get(second.id).unwrap().is_none());
     assert!(third.dropped_videos.is_empty());
     assert!(clips.join("second.avi.part").exists());
+}
+
+#[test]
+fn the_reader_gives_back_every_frame_written_in_order_and_the_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("cam_1_000001.avi");
+    let mut w = AviWriter::create(&path, 32, 32, 100).unwrap();
+    let mut written = Vec::new();
+    for i in 0..7u64 {
+        let meta = FrameMeta {
+            seq: i,
+            ts_us: i as i64 * 200_000,
+            width: 32,
+            height: 32,
+            format: FrameFormat::Jpeg,
+        };
+        // Odd lengths too: chunks are padded to even sizes, and the reader skips the pad.
+        let mut f = jpeg(i, 32, 32);
+        f.extend(std::iter::repeat_n(0xD9u8, i as usize % 2));
+        w.add(&meta, &f).unwrap();
+        written.push(f);
+    }
+    let done = w.finish(5.0).unwrap();
+    let mut r = AviReader::open(&done.path).unwrap();
+    assert_eq!(r.us_per_frame, 200_000, "5 fps from the timestamps");
+    let mut frame = Vec::new();
+    let mut read = Vec::new();
+    while r.next_frame(&mut frame).unwrap() {
+        read.push(frame.clone());
+    }
+    assert_eq!(read, written);
+    // Not an AVI: refused, saying so.
+    std::fs::write(tmp.path().join("x.avi"), b"RIFF....WAVEfmt ").unwrap();
+    assert!(AviReader::open(&tmp.path().join("x.avi")).is_err());
 }

@@ -159,6 +159,7 @@ function eventRow(e) {
       el("div", { text: `${e.action || "motion"}${e.model_placeholder ? " (placeholder model)" : ""}` }),
       el("div", {}, el("span", { class: `risk risk-${risk}`, text: risk }), " ", household(e)),
     ));
+  if (e.clip_mjpeg_url) li.dataset.clip = "1";
   li.addEventListener("click", () => play(e));
   return li;
 }
@@ -251,7 +252,10 @@ async function showStatus() {
   });
   try {
     const t = await api("/api/selftest");
-    $("selftest-verdict").textContent = `Verdict: ${t.verdict} (nvr-edge ${t.version}, ${t.system ? t.system.arch + ", kernel tier " + t.system.kernel_tier : ""})`;
+    const about = [`nvr-edge ${t.version}`];
+    if (t.system) about.push(t.system.arch, `kernel tier ${t.system.kernel_tier}`);
+    if (t.seconds) about.push(`${Number(t.seconds).toFixed(0)} s`);
+    $("selftest-verdict").textContent = `Verdict: ${t.verdict} (${about.join(", ")})`;
     $("selftest-rows").replaceChildren(...t.checks.map((c) => {
       const r = row([c.name, c.camera || "", `${Number(c.measured).toPrecision(4)} ${c.unit}`, `${c.op} ${c.target}`, c.pass ? "PASS" : "FAIL"]);
       r.className = c.pass ? "ok" : "bad";
