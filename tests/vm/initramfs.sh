@@ -50,6 +50,9 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
+# Loopback, as every booted system has it (systemd brings it up): the recorder's web page
+# and the self-test's HTTP rows listen on it.
+ip link set lo up
 for m in $(cat /load.order); do
   case "$m" in
     vivid.ko) insmod /lib/modules/$m n_devs=2 node_types=0x1,0x1 ;;
