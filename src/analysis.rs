@@ -40,6 +40,10 @@ use crate::ring::FrameBatch;
 const MAX_IN_FLIGHT: usize = 2;
 /// How often an open event's "still going on" time is written (one small UPDATE).
 const TOUCH_EVERY_US: i64 = 1_000_000;
+/// How often a better snapshot of an open event is written (and once more at its end).
+const SNAPSHOT_EVERY_US: i64 = 10_000_000;
+/// Snapshots are kept at most about this wide (a 1080p frame would be ~0.4 MB a row).
+const SNAPSHOT_MAX_WIDTH: u16 = 640;
 
 #[derive(Debug, Clone)]
 pub struct AnalysisConfig {
@@ -465,7 +469,15 @@ impl Snapshot {
         }
         self.pending = false;
         self.stored = self.score;
-        match ctx.events.offer_snapshot(id, &self.jpeg, self.score) {
+        let small = match crate::capture::jpeg::shrink_jpeg(&self.jpeg, SNAPSHOT_MAX_WIDTH, 80) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.note_err(format!("snapshot: {e}"));
+                return;
+            }
+        };
+        let jpeg = small.as_deref().unwrap_or(&self.jpeg);
+        match ctx.events.offer_snapshot(id, jpeg, self.score) {
             Ok(_) => ctx.stats().snapshots += 1,
             Err(e) => ctx.note_err(e),
         }
@@ -492,8 +504,10 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
     let mut pending: Vec<(i64, Ticket)> = Vec::with_capacity(MAX_IN_FLIGHT);
     let mut gate_ns = 0u128;
     // The event's best frame so far (most of the picture moving) not yet stored: written
-    // with the event's other updates, at most once per TOUCH_EVERY_US and at its end.
+    // at the event's start, at most once per SNAPSHOT_EVERY_US while it goes on, and at
+    // its end.
     let mut best = Snapshot::default();
+    let mut last_snapshot_mono = 0i64;
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
         poll(ctx, &mut pending);
@@ -557,6 +571,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
                     best.reset();
                     best.offer(&frame, step.changed_fraction);
                     best.store(ctx, id);
+                    last_snapshot_mono = now_mono;
                     // Opening the event wrote its start as its last known time.
                     last_touch_mono = now_mono;
                     if let Some(r) = recorder.as_mut() {
@@ -578,10 +593,13 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         }
         if let (Some(id), true) = (event, step.in_motion) {
             best.offer(&frame, step.changed_fraction);
+            if now_mono - last_snapshot_mono >= SNAPSHOT_EVERY_US {
+                last_snapshot_mono = now_mono;
+                best.store(ctx, id);
+            }
             // What the event's end becomes if the process is killed before it closes.
             if now_mono - last_touch_mono >= TOUCH_EVERY_US {
                 last_touch_mono = now_mono;
-                best.store(ctx, id);
                 if let Err(e) = ctx.events.touch(id, now_wall) {
                     ctx.note_err(e);
                 }

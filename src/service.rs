@@ -447,7 +447,9 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
     let listener = if cfg.http.enabled {
         match rt.block_on(crate::http::bind(&cfg.http, &users)) {
             Ok(l) => Some(l),
-            Err(e @ HttpError::Bind { .. }) => {
+            // A port taken or a certificate that does not load: no API (never plain
+            // HTTP where HTTPS was asked for), and the recorder records.
+            Err(e @ (HttpError::Bind { .. } | HttpError::Tls(_))) => {
                 tracing::error!(error = %crate::error_chain(&e), "http API off");
                 None
             }
@@ -464,6 +466,7 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
         let anonymous = users.count().map(|n| n == 0).unwrap_or(false);
         tracing::info!(
             addr = %addr.map_or("?".into(), |a| a.to_string()),
+            scheme = if listener.is_tls() { "https" } else { "http" },
             users = if anonymous { "none: every local request is an admin" } else { "required" },
             "http listening"
         );

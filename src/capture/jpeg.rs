@@ -1,5 +1,6 @@
-//! JPEG framing: splitting an MJPEG byte stream (concatenated JPEGs) into frames, and a
-//! cheap validity check for frames we did not produce ourselves.
+//! JPEG framing: splitting an MJPEG byte stream (concatenated JPEGs) into frames, a
+//! cheap validity check for frames we did not produce ourselves, and a smaller copy of a
+//! frame for keeping (event snapshots).
 //!
 //! Splitting walks the marker segments instead of searching for `FF D9`, because an
 //! embedded EXIF thumbnail carries its own end-of-image marker.
@@ -168,6 +169,33 @@ pub fn validate_jpeg(bytes: &[u8]) -> Result<(u32, u32), JpegError> {
     Ok(dec.dimensions())
 }
 
+/// A copy of `jpeg` at most about `max_width` pixels across for keeping: `None` when it is
+/// already that small (keep it as captured, no re-encode). Decoded at the JPEG's own DCT
+/// scale (1/8 steps, at least `max_width` across, so at most about twice it), encoded at
+/// `quality`.
+pub fn shrink_jpeg(jpeg: &[u8], max_width: u16, quality: u8) -> Result<Option<Vec<u8>>, JpegError> {
+    let bad = |e: jpeg_decoder::Error| JpegError::Invalid(e.to_string());
+    let mut d = jpeg_decoder::Decoder::new(jpeg);
+    d.read_info().map_err(bad)?;
+    let info = d.info().ok_or(JpegError::NoStart)?;
+    if info.width <= max_width {
+        return Ok(None);
+    }
+    let h = (u32::from(max_width) * u32::from(info.height) / u32::from(info.width)) as u16;
+    let (w, h) = d.scale(max_width, h.max(1)).map_err(bad)?;
+    let px = d.decode().map_err(bad)?;
+    let color = match d.info().map(|i| i.pixel_format) {
+        Some(jpeg_decoder::PixelFormat::RGB24) => jpeg_encoder::ColorType::Rgb,
+        Some(jpeg_decoder::PixelFormat::L8) => jpeg_encoder::ColorType::Luma,
+        other => return Err(JpegError::Invalid(format!("pixel format {other:?}"))),
+    };
+    let mut out = Vec::with_capacity(px.len() / 8);
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(&px, w, h, color)
+        .map_err(|e| JpegError::Invalid(e.to_string()))?;
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +233,22 @@ mod tests {
             read_jpeg(&mut r, &mut buf, 4),
             Err(JpegError::TooLarge { max: 4 })
         ));
+    }
+
+    #[test]
+    fn snapshots_of_wide_frames_shrink_and_small_ones_stay_as_captured() {
+        let (w, h) = (1280u16, 720u16);
+        let px: Vec<u8> = (0..usize::from(w) * usize::from(h) * 3)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut big = Vec::new();
+        jpeg_encoder::Encoder::new(&mut big, 85)
+            .encode(&px, w, h, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let small = shrink_jpeg(&big, 640, 80).unwrap().expect("shrunk");
+        assert_eq!(validate_jpeg(&small).unwrap(), (640, 360));
+        assert!(small.len() < big.len());
+        assert!(shrink_jpeg(&small, 640, 80).unwrap().is_none());
+        assert!(shrink_jpeg(b"not a jpeg", 640, 80).is_err());
     }
 }

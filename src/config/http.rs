@@ -29,6 +29,10 @@ pub struct HttpSection {
     pub max_upload_mb: u32,
     /// The boot self-test's report (`--self-test --report`), shown at `/api/selftest`.
     pub selftest_report: std::path::PathBuf,
+    /// HTTPS: the certificate chain (PEM). With `tls_key`; both or neither.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpSection {
@@ -43,11 +47,18 @@ impl Default for HttpSection {
             session_hours: 168,
             max_upload_mb: 8,
             selftest_report: "/run/nvr-edge/selftest.json".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl HttpSection {
+    /// Whether the server speaks HTTPS (then session cookies are `Secure`).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
     /// The address `bind` names (validated at load).
     pub fn addr(&self) -> Option<SocketAddr> {
         self.bind.parse().ok()
@@ -68,6 +79,11 @@ impl HttpSection {
             "http.selftest_report",
             self.selftest_report.is_absolute(),
             "must be an absolute path (the --report file of the boot self-test)",
+        );
+        p.check(
+            "http.tls_cert",
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key go together: set both for HTTPS, or neither",
         );
     }
 }

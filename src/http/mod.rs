@@ -17,6 +17,7 @@ mod metrics;
 mod session;
 mod stream;
 pub mod time;
+pub mod tls;
 mod web;
 
 use std::net::SocketAddr;
@@ -67,6 +68,32 @@ pub enum HttpError {
     NoUsers { addr: SocketAddr },
     #[error("http: users")]
     Users(#[from] UserError),
+    #[error("https")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A bound listening socket and, for HTTPS, its acceptor.
+pub struct Bound {
+    pub listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Bound {
+    /// A plain-HTTP listener already bound (the self-test's own).
+    pub fn plain(listener: TcpListener) -> Self {
+        Self {
+            listener,
+            tls: None,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// What the server reads.
@@ -138,9 +165,10 @@ fn channel_body(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> axum::bod
     axum::body::Body::from_stream(stream)
 }
 
-/// Listen on `[http] bind`. A non-loopback address with no user is refused (unless
-/// `allow_anonymous_lan`): the box must not show its cameras to a network by default.
-pub async fn bind(cfg: &HttpSection, users: &UserStore) -> Result<TcpListener, HttpError> {
+/// Listen on `[http] bind`, with the certificate of `tls_cert`/`tls_key` when set. A
+/// non-loopback address with no user is refused (unless `allow_anonymous_lan`): the box
+/// must not show its cameras to a network by default.
+pub async fn bind(cfg: &HttpSection, users: &UserStore) -> Result<Bound, HttpError> {
     let addr = cfg.addr().ok_or(HttpError::Bind {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "http.bind"),
@@ -148,9 +176,14 @@ pub async fn bind(cfg: &HttpSection, users: &UserStore) -> Result<TcpListener, H
     if !addr.ip().is_loopback() && !cfg.allow_anonymous_lan && users.count()? == 0 {
         return Err(HttpError::NoUsers { addr });
     }
-    TcpListener::bind(addr)
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| HttpError::Bind { addr, source })
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    Ok(Bound { listener, tls })
 }
 
 /// Every route, behind the request bound, the time limit and authentication.
@@ -246,16 +279,26 @@ fn refuse_change(s: &HttpState, caller: &Caller, req: &Request) -> Option<Respon
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    bound: Bound,
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    use axum::serve::ListenerExt;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    match bound.tls {
+        None => {
+            axum::serve(bound.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            // (`tap_io` gives the TLS listener axum's connect-info for its address type.)
+            let listener = tls::TlsListener::new(bound.listener, acceptor)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// The request bound, authentication, the time limit and the headers every response

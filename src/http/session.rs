@@ -40,11 +40,12 @@ pub struct Login {
     password: String,
 }
 
-fn set_cookie(value: &str, max_age: i64) -> Option<HeaderValue> {
-    // HttpOnly: page scripts never see it; SameSite=Strict: no other site's page sends it.
-    // (Secure is for TLS, which this server does not terminate yet.)
+/// The session cookie: HttpOnly (page scripts never see it), SameSite=Strict (no other
+/// site's page sends it), and Secure when the server speaks HTTPS (never sent in clear).
+pub fn set_cookie(value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .ok()
 }
@@ -113,7 +114,7 @@ pub async fn login(
         "expires": Stamp::from_wall_us(session.expires_at.saturating_mul(1_000_000)),
     }))
     .into_response();
-    if let Some(v) = set_cookie(&token, ttl) {
+    if let Some(v) = set_cookie(&token, ttl, s.cfg.tls()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -126,7 +127,7 @@ pub async fn logout(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Resp
         let _ = tokio::task::spawn_blocking(move || users.end_session(&token)).await;
     }
     let mut r = Json(json!({ "logged_out": true })).into_response();
-    if let Some(v) = set_cookie("", 0) {
+    if let Some(v) = set_cookie("", 0, s.cfg.tls()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -154,4 +155,37 @@ pub async fn session(
         None => json!({ "user": null, "role": null, "csrf": null, "login_required": true }),
     };
     Json(body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_secure_exactly_when_tls_is_on() {
+        let plain = set_cookie("t", 60, false).unwrap();
+        let tls = set_cookie("t", 60, true).unwrap();
+        assert!(!plain.to_str().unwrap().contains("Secure"));
+        assert!(tls.to_str().unwrap().ends_with("; Secure"));
+        for c in [plain, tls] {
+            let c = c.to_str().unwrap();
+            assert!(
+                c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; nvr_session=abc"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "nvr"), None);
+    }
 }

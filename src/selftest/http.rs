@@ -5,7 +5,7 @@
 
 use super::*;
 
-use crate::http::{HttpDeps, HttpState};
+use crate::http::{Bound, HttpDeps, HttpState};
 use crate::users::{UserError, UserStore};
 
 /// Round trips measured; the row reports their median.
@@ -39,7 +39,18 @@ pub(super) fn http_checks(cfg: &Config, pipeline: &Pipeline, clock: Arc<dyn Cloc
         .join(format!("selftest-http-{}", std::process::id()));
     let result = round_trips(cfg, pipeline, clock, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
-    match result {
+    let mut rows = Vec::new();
+    // HTTPS asked for: the certificate and key load and go together (the round trip
+    // itself is plain, on a port of its own).
+    if let (Some(cert), Some(key)) = (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        rows.push(match crate::http::tls::acceptor(cert, key) {
+            Ok(_) => Check::new("http_tls_cert", None, 0.0, Op::AtMost, 0.0, "problems"),
+            Err(e) => {
+                Check::failed("http_tls_cert", Op::AtMost, 0.0, "problems").detail(error_chain(&e))
+            }
+        });
+    }
+    rows.extend(match result {
         Ok((addr, ms)) => vec![
             Check::new("http_listen", None, 0.0, Op::AtMost, 0.0, "problems")
                 .detail(format!("listened on {addr}")),
@@ -65,7 +76,8 @@ pub(super) fn http_checks(cfg: &Config, pipeline: &Pipeline, clock: Arc<dyn Cloc
             Check::failed("http_health_ms", Op::AtMost, HEALTH_TARGET_MS, "ms")
                 .detail(error_chain(&e)),
         ],
-    }
+    });
+    rows
 }
 
 fn round_trips(
@@ -106,7 +118,7 @@ fn round_trips(
     }));
     rt.block_on(async move {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::http::serve(listener, state, async {
+        let server = tokio::spawn(crate::http::serve(Bound::plain(listener), state, async {
             let _ = stopped.await;
         }));
         let mut times = Vec::with_capacity(ROUND_TRIPS);

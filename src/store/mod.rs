@@ -104,6 +104,11 @@ pub fn open_unmigrated(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(wrap)?;
+    // The WAL file keeps its largest size between checkpoints unless told otherwise; on a
+    // small disk (event snapshots are written as blobs) 4 MiB of stale log is room a video
+    // or the next event needs. Truncated back to 1 MiB after each checkpoint.
+    conn.pragma_update(None, "journal_size_limit", 1_048_576)
+        .map_err(wrap)?;
     Ok(conn)
 }
 

@@ -1038,3 +1038,182 @@ fn enrolment_by_photo_upload() {
     assert_eq!(m["outcome"], "match", "{v}");
     assert_eq!(m["member_id"].as_i64(), Some(id), "{v}");
 }
+
+#[test]
+fn capture_keeps_its_rate_while_four_streams_run() {
+    let s = Server::start(
+        tempfile::tempdir().unwrap(),
+        "max_streams = 4\nstream_fps = 10.0",
+    );
+    wait_for("live cameras", 30, || {
+        s.json("/api/health")["all_cameras_live"] == true
+    });
+    let frames_before: Vec<u64> = s.json("/api/stats")["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["capture"]["frames"].as_u64().unwrap())
+        .collect();
+    let t0 = Instant::now();
+    // Four clients reading as fast as the server sends, two per camera, for 4 s.
+    let readers: Vec<_> = ["door", "yard", "door", "yard"]
+        .into_iter()
+        .map(|cam| {
+            let mut c = s.connect();
+            write!(c, "GET /api/cameras/{cam}/stream.mjpeg HTTP/1.0\r\n\r\n").unwrap();
+            std::thread::spawn(move || {
+                let (_, first) = stream_parts(&mut c, 1);
+                let mut n = first.len();
+                let deadline = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < deadline {
+                    n += stream_parts_more(&mut c);
+                }
+                n
+            })
+        })
+        .collect();
+    let received: Vec<usize> = readers.into_iter().map(|h| h.join().unwrap()).collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let after = s.json("/api/stats");
+    for (i, cam) in after["cameras"].as_array().unwrap().iter().enumerate() {
+        let frames = cam["capture"]["frames"].as_u64().unwrap() - frames_before[i];
+        let fps = frames as f64 / secs;
+        // 10 fps cameras: a stream must not slow capture (0.8: a loaded 2-core CI host).
+        assert!(
+            fps >= 8.0,
+            "{}: {fps:.1} fps captured while streaming",
+            cam["id"]
+        );
+    }
+    for n in &received {
+        assert!(
+            *n >= 10,
+            "a stream delivered {n} frames in 4 s: {received:?}"
+        );
+    }
+}
+
+/// Read what has arrived of a stream (after its headers); returns how many part headers
+/// went by.
+fn stream_parts_more(stream: &mut TcpStream) -> usize {
+    let mut chunk = [0u8; 65536];
+    match stream.read(&mut chunk) {
+        Ok(k) => chunk[..k]
+            .windows(10)
+            .filter(|w| w == b"--nvrframe")
+            .count(),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn https_with_a_certificate_and_never_plain_where_it_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    // A self-signed certificate for 127.0.0.1, made and checked with Debian's openssl.
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=nvr-edge test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian's openssl package, which ca-certificates pulls in)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls = format!("tls_cert = {cert:?}\ntls_key = {key:?}");
+    let s = Server::start(dir, &tls);
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(
+            |l| l.contains("http listening") && l.contains("scheme=\"https\"")
+                || l.contains("http listening") && l.contains("scheme=https")
+        ));
+    // A TLS client that verifies the certificate gets the API.
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
+        .arg(&cert)
+        .args(["-connect", &format!("127.0.0.1:{}", s.port)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /api/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(" 200 ") && text.contains("\"alive\":true"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on that port gets no answer in clear.
+    let mut c = s.connect();
+    write!(c, "GET /api/health HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    drop(s);
+
+    // A certificate that does not load: no API at all (not plain HTTP instead), a log line
+    // that says why, and the recorder records.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let bad = format!(
+        "tls_cert = {:?}\ntls_key = {:?}",
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem")
+    );
+    std::fs::write(dir.path().join("c.toml"), config(dir.path(), &bad)).unwrap();
+    let mut child = nvr(dir.path())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let done = line.contains("nvr-edge running");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = terminate(child.id());
+    let _ = child.wait();
+    let log = seen.join("\n");
+    assert!(
+        log.contains("http API off") && log.contains("no PEM certificate"),
+        "{log}"
+    );
+    assert!(log.contains("nvr-edge running"), "{log}");
+    assert!(!log.contains("http listening"), "{log}");
+}
