@@ -66,6 +66,17 @@ pub(crate) fn add_user(dir: &Path, name: &str, role: &str, password: &str) -> (i
     )
 }
 
+/// `nvr-edge ARGS...` on `dir`'s config, which must succeed; its stdout as JSON.
+pub(crate) fn nvr_json<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> serde_json::Value {
+    let out = nvr(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 impl Server {
     pub(crate) fn start(dir: tempfile::TempDir, http: &str) -> Server {
         std::fs::write(dir.path().join("c.toml"), config(dir.path(), http)).unwrap();
@@ -762,16 +773,10 @@ fn logins_tokens_and_roles() {
     assert_eq!(add_user(dir.path(), "ann", "admin", "ann's password").0, 0);
     assert_eq!(add_user(dir.path(), "vic", "viewer", "vic's password").0, 0);
     // An API token is printed once; only its digest is stored.
-    let out = nvr(dir.path())
-        .args(["user", "token", "ann", "--label", "home-assistant"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = nvr_json(
+        dir.path(),
+        &["user", "token", "ann", "--label", "home-assistant"],
     );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ann_token = printed["token"].as_str().unwrap().to_string();
     assert_eq!(ann_token.len(), 43);
     let db = std::fs::read(dir.path().join("nvr-edge.db")).unwrap();
@@ -1023,17 +1028,16 @@ fn enrolment_by_photo_upload() {
 
     // The same man in another photo is recognised as the member (the CLI's matcher reads
     // the same database).
-    let out = nvr(s.dir.path())
-        .args(["household", "identify", "--image"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/obama2.jpg"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let second = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/obama2.jpg");
+    let v = nvr_json(
+        s.dir.path(),
+        &[
+            "household".as_ref(),
+            "identify".as_ref(),
+            "--image".as_ref(),
+            second.as_os_str(),
+        ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let m = &v["faces"][0]["match"];
     assert_eq!(m["outcome"], "match", "{v}");
     assert_eq!(m["member_id"].as_i64(), Some(id), "{v}");
