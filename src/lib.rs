@@ -17,6 +17,7 @@ pub mod http;
 pub mod inference;
 pub mod memory;
 pub mod motion;
+pub mod mqtt;
 pub mod pipeline;
 pub mod recording;
 pub mod ring;

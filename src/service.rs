@@ -461,6 +461,10 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
     let mut app = Appliance::start(cfg, clock.clone())?;
     tracing::info!(cameras = app.pipeline.cameras().len(), "nvr-edge running");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_base = listener.as_ref().and_then(|l| {
+        let scheme = if l.is_tls() { "https" } else { "http" };
+        l.local_addr().ok().map(|a| format!("{scheme}://{a}"))
+    });
     let server = listener.map(|listener| {
         let addr = listener.local_addr().ok();
         let anonymous = users.count().map(|n| n == 0).unwrap_or(false);
@@ -504,6 +508,33 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
             }
         })
     });
+    // MQTT: a password file that does not read, or an outbox that does not open, leaves
+    // MQTT off with the reason; the recorder records.
+    let mqtt = if cfg.mqtt.enabled {
+        let _guard = rt.enter();
+        let deps = crate::mqtt::Outbox::open_in(&cfg.storage.data_dir)
+            .map_err(crate::mqtt::MqttError::from)
+            .and_then(|outbox| {
+                crate::mqtt::start(crate::mqtt::MqttDeps {
+                    cfg: cfg.mqtt.clone(),
+                    clock: clock.clone(),
+                    cameras: app.pipeline.cameras().iter().map(|c| c.view()).collect(),
+                    analysis: app.analyzers.iter().map(Analyzer::stats_handle).collect(),
+                    events: app.events.clone(),
+                    outbox,
+                    http_base: http_base.clone(),
+                })
+            });
+        match deps {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "mqtt off");
+                None
+            }
+        }
+    } else {
+        None
+    };
     // systemd (Type=notify): ready now; watchdog pings from this loop, so a hung control
     // plane gets the service restarted. Both are no-ops outside systemd.
     notify(&[sd_notify::NotifyState::Ready]);
@@ -526,6 +557,10 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
         Ok::<_, std::io::Error>(())
     })?;
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(m) = mqtt {
+        // `offline` (retained) reaches the broker before the process goes.
+        rt.block_on(m.stop(Duration::from_secs(3)));
+    }
     let _ = stop_http.send(());
     if let Some(server) = server {
         // Live streams end with the runtime; requests in flight get a moment to finish.

@@ -16,6 +16,7 @@ mod events;
 mod household;
 mod http;
 mod models;
+mod mqtt;
 mod targets;
 
 use std::fmt;
@@ -33,6 +34,7 @@ pub use events::{MotionConfig, RecordingConfig, Retention, Storage};
 pub use household::HouseholdSection;
 pub use http::HttpSection;
 pub use models::{default_categories, Category, IdentityConfig, Risk, WhenFull, XclipSection};
+pub use mqtt::MqttSection;
 pub use targets::{LogSection, SelfTestSection, Targets};
 
 use crate::ring::RingConfig;
@@ -116,6 +118,9 @@ pub struct Config {
     /// The HTTP API and page of `nvr-edge run`.
     #[serde(default)]
     pub http: HttpSection,
+    /// Events, availability, motion and Home Assistant discovery on an MQTT broker.
+    #[serde(default)]
+    pub mqtt: MqttSection,
     #[serde(default)]
     pub log: LogSection,
     /// The cameras, in the order they are started and reported.
@@ -198,6 +203,7 @@ impl Config {
         self.events.validate(&mut p);
         self.console.validate(&mut p);
         self.http.validate(&mut p);
+        self.mqtt.validate(&mut p);
         cameras::validate_cameras(&mut p, &self.cameras);
         p.0
     }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_users.sql"),
     include_str!("migrations/0010_sessions.sql"),
     include_str!("migrations/0011_event_snapshot.sql"),
+    include_str!("migrations/0012_mqtt_outbox.sql"),
 ];
 
 /// Schema version this build writes.

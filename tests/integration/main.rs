@@ -20,6 +20,7 @@ mod http;
 mod identity;
 mod memory;
 mod motion;
+mod mqtt;
 mod plates;
 mod recording;
 mod ring;

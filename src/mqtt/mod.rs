@@ -1,0 +1,442 @@
+//! MQTT: events, availability, motion and connectivity on a broker, with Home Assistant
+//! discovery, from one task on the tokio runtime of `nvr-edge run`.
+//!
+//! Never in capture's way: the task only reads shared state (analysis figures, camera
+//! stats) and the database; events reach it through the outbox the database keeps
+//! (`outbox.rs`), so a broker that is down, slow or unreachable costs the recorder nothing
+//! and loses nothing: every event committed is published, in order, at least once, when
+//! the broker is back (bounded by the events' retention).
+//!
+//! One session at a time: connect (last will `offline`, retained), publish `online`,
+//! the discovery configs and the current states, then the outbox in order with at most
+//! [`IN_FLIGHT`] messages unacknowledged; a row leaves the outbox when the broker's PUBACK
+//! for it arrives. Any error ends the session; the next starts after a back-off (1 s
+//! doubling to 30 s) with a fresh client, and republishes whatever was not acknowledged.
+
+mod outbox;
+pub mod topics;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::json;
+
+use crate::analysis::AnalysisStats;
+use crate::clock::Clock;
+use crate::config::MqttSection;
+use crate::events::{Event as StoredEvent, EventStore};
+use crate::pipeline::CameraView;
+use crate::store::StoreError;
+pub use outbox::{Outbox, Pending};
+use topics::Topics;
+
+/// Event messages sent and not yet acknowledged, at most.
+pub const IN_FLIGHT: usize = 16;
+/// A camera whose last frame is older than this is reported disconnected.
+const LIVE_MS: f64 = 5000.0;
+/// Requests the client queues for its event loop.
+const CLIENT_QUEUE: usize = 64;
+/// How often states and the outbox are looked at.
+const TICK: Duration = Duration::from_millis(250);
+/// Open events whose last published state is kept (for the `before` of the next message).
+const MAX_REMEMBERED: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt: outbox")]
+    Store(#[from] StoreError),
+    #[error("mqtt.password_file: {0}")]
+    Password(String, #[source] crate::fsio::ReadError),
+}
+
+/// What the MQTT side reads.
+pub struct MqttDeps {
+    pub cfg: MqttSection,
+    pub clock: Arc<dyn Clock>,
+    pub cameras: Vec<CameraView>,
+    pub analysis: Vec<Arc<Mutex<AnalysisStats>>>,
+    pub events: Arc<EventStore>,
+    pub outbox: Outbox,
+    /// `http://host:port` when the web API is on (URLs in messages and discovery).
+    pub http_base: Option<String>,
+}
+
+/// The running MQTT task; [`MqttHandle::stop`] says `offline` and disconnects.
+pub struct MqttHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttHandle {
+    /// Publish `offline` (retained) and disconnect, waiting at most `within`.
+    pub async fn stop(mut self, within: Duration) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(within, &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+/// This box's id: the first 12 hex digits of `/etc/machine-id`, else the host name.
+pub fn device_id() -> String {
+    let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let hex: String = id
+        .trim()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    if hex.len() == 12 {
+        return hex;
+    }
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect()
+}
+
+/// Start the MQTT task on the current runtime. The password file is read here, so a
+/// missing one is said at start.
+pub fn start(deps: MqttDeps) -> Result<MqttHandle, MqttError> {
+    let password = match &deps.cfg.password_file {
+        Some(p) => {
+            let text = crate::fsio::read_regular_string(p, 4096)
+                .map_err(|e| MqttError::Password(p.display().to_string(), e))?;
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+        None => None,
+    };
+    let topics = Topics::new(&deps.cfg, &device_id());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(deps, topics, password, stop_rx));
+    Ok(MqttHandle {
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+fn options(cfg: &MqttSection, topics: &Topics, password: Option<&str>) -> MqttOptions {
+    let mut o = MqttOptions::new(topics.client_id.clone(), cfg.host.clone(), cfg.port);
+    o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
+    o.set_clean_session(true);
+    o.set_last_will(LastWill::new(
+        topics.available(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if !cfg.username.is_empty() {
+        o.set_credentials(cfg.username.clone(), password.unwrap_or(""));
+    }
+    o
+}
+
+async fn run(
+    deps: MqttDeps,
+    topics: Topics,
+    password: Option<String>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut failures = 0u32;
+    loop {
+        let (client, eventloop) = AsyncClient::new(
+            options(&deps.cfg, &topics, password.as_deref()),
+            CLIENT_QUEUE,
+        );
+        let mut session = Session::new(&deps, &topics, client);
+        match session.run(eventloop, &mut stop).await {
+            Ended::Stopped => return,
+            Ended::Failed { error, connected } => {
+                if connected {
+                    backoff = Duration::from_secs(1);
+                    failures = 0;
+                }
+                failures += 1;
+                // Said once per outage, then quietly retried.
+                if failures == 1 {
+                    tracing::warn!(broker = %format!("{}:{}", deps.cfg.host, deps.cfg.port), %error,
+                        "mqtt: broker unreachable or refused; retrying (events wait in the outbox)");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = &mut stop => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+enum Ended {
+    Stopped,
+    Failed { error: String, connected: bool },
+}
+
+/// One connection: what was published and is waiting for its acknowledgement.
+struct Session<'a> {
+    deps: &'a MqttDeps,
+    topics: &'a Topics,
+    client: AsyncClient,
+    connected: bool,
+    /// For each publish handed to the client, in order: the outbox row it carries.
+    sent: VecDeque<Option<i64>>,
+    /// Packet id → outbox row, for the PUBACKs.
+    awaiting: HashMap<u16, i64>,
+    /// Outbox rows in flight (not to be sent twice in this session).
+    in_flight: usize,
+    last_seq: i64,
+    motion: Vec<Option<bool>>,
+    live: Vec<Option<bool>>,
+    before: HashMap<i64, serde_json::Value>,
+}
+
+impl<'a> Session<'a> {
+    fn new(deps: &'a MqttDeps, topics: &'a Topics, client: AsyncClient) -> Self {
+        let n = deps.cameras.len();
+        Self {
+            deps,
+            topics,
+            client,
+            connected: false,
+            sent: VecDeque::new(),
+            awaiting: HashMap::new(),
+            in_flight: 0,
+            last_seq: 0,
+            motion: vec![None; n],
+            live: vec![None; n],
+            before: HashMap::new(),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut eventloop: EventLoop,
+        stop: &mut tokio::sync::oneshot::Receiver<()>,
+    ) -> Ended {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(e) => self.on_event(e),
+                    Err(e) => return Ended::Failed { error: e.to_string(), connected: self.connected },
+                },
+                _ = tick.tick(), if self.connected => self.publish_changes(),
+                _ = &mut *stop => {
+                    self.goodbye(&mut eventloop).await;
+                    return Ended::Stopped;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                self.connected = true;
+                tracing::info!(broker = %format!("{}:{}", self.deps.cfg.host, self.deps.cfg.port),
+                    prefix = %self.topics.prefix, "mqtt: connected");
+                self.publish(self.topics.available(), true, "online".into(), None);
+                for (topic, config) in self.topics.discovery(self.deps) {
+                    self.publish(topic, true, config.to_string().into_bytes(), None);
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(Some(seq)) = self.sent.pop_front() {
+                    if pkid == 0 {
+                        // QoS 0: handed to the socket is all that is known.
+                        self.acked(seq);
+                    } else {
+                        self.awaiting.insert(pkid, seq);
+                    }
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(seq) = self.awaiting.remove(&ack.pkid) {
+                    self.acked(seq);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn acked(&mut self, seq: i64) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Err(e) = self.deps.outbox.done(seq) {
+            tracing::warn!(error = %e, "mqtt: outbox");
+        }
+    }
+
+    /// Queue one publish; false when the client's queue is full (retried next tick).
+    fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>, seq: Option<i64>) -> bool {
+        let qos = if seq.is_some() && self.deps.cfg.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => {
+                self.sent.push_back(seq);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Motion and connectivity that changed, then the outbox.
+    fn publish_changes(&mut self) {
+        let now = self.deps.clock.mono_us();
+        for i in 0..self.deps.cameras.len() {
+            let cam = &self.deps.cameras[i];
+            let id = cam.config.id.clone();
+            let st = cam.shared.stats().snapshot(now);
+            let live = st.last_frame_age_ms.is_some_and(|a| a < LIVE_MS);
+            let moving = self
+                .deps
+                .analysis
+                .get(i)
+                .is_some_and(|a| a.lock().unwrap_or_else(|e| e.into_inner()).in_motion);
+            if self.live[i] != Some(live)
+                && self.publish(
+                    self.topics.camera(&id, "connectivity"),
+                    true,
+                    on_off(live),
+                    None,
+                )
+            {
+                self.live[i] = Some(live);
+            }
+            if self.motion[i] != Some(moving)
+                && self.publish(
+                    self.topics.camera(&id, "motion"),
+                    true,
+                    on_off(moving),
+                    None,
+                )
+            {
+                self.motion[i] = Some(moving);
+            }
+        }
+        if self.in_flight >= IN_FLIGHT {
+            return;
+        }
+        let want = (IN_FLIGHT - self.in_flight) as u32;
+        let pending = match self.deps.outbox.pending(self.last_seq, want) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt: outbox");
+                return;
+            }
+        };
+        for p in pending {
+            let after = match self.deps.events.get(p.event_id) {
+                Ok(Some(e)) => self.event_json(&e),
+                // Gone (retention): nothing to say.
+                Ok(None) => {
+                    let _ = self.deps.outbox.done(p.seq);
+                    self.last_seq = p.seq;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt: events");
+                    return;
+                }
+            };
+            let before = if p.kind == "new" {
+                serde_json::Value::Null
+            } else {
+                self.before
+                    .get(&p.event_id)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null)
+            };
+            let msg = json!({ "type": p.kind, "before": before, "after": after });
+            if !self.publish(
+                self.topics.events(),
+                false,
+                msg.to_string().into_bytes(),
+                Some(p.seq),
+            ) {
+                return;
+            }
+            self.in_flight += 1;
+            self.last_seq = p.seq;
+            if p.kind == "end" {
+                self.before.remove(&p.event_id);
+            } else {
+                if self.before.len() >= MAX_REMEMBERED && !self.before.contains_key(&p.event_id) {
+                    if let Some(&oldest) = self.before.keys().min() {
+                        self.before.remove(&oldest);
+                    }
+                }
+                self.before.insert(p.event_id, after);
+            }
+        }
+    }
+
+    /// An event as messages carry it.
+    fn event_json(&self, e: &StoredEvent) -> serde_json::Value {
+        let stamp = crate::http::time::Stamp::from_wall_us;
+        let url = |what: &str| {
+            self.deps
+                .http_base
+                .as_ref()
+                .map(|b| format!("{b}/api/events/{}/{what}", e.id))
+        };
+        let video = e.video.as_ref().is_some_and(|v| v.state == "complete");
+        json!({
+            "id": e.id,
+            "camera": e.camera,
+            "start": stamp(e.start_us),
+            "end": e.end_us.map(stamp),
+            "action": e.action,
+            "category": e.category,
+            "confidence": e.confidence,
+            "risk": e.risk,
+            "model_risk": e.model_risk,
+            "risk_note": e.risk_note,
+            "household": e.household,
+            "model": e.model,
+            "model_placeholder": e.model_placeholder,
+            "interrupted": e.interrupted,
+            "has_snapshot": e.snapshot,
+            "snapshot_url": if e.snapshot { url("snapshot.jpg") } else { None },
+            "clip_url": if video { url("clip.avi") } else { None },
+        })
+    }
+
+    /// `offline` (retained) before a clean disconnect, waiting for the broker to have it.
+    async fn goodbye(&mut self, eventloop: &mut EventLoop) {
+        if !self.connected {
+            return;
+        }
+        let _ = self
+            .client
+            .try_publish(self.topics.available(), QoS::AtLeastOnce, true, "offline");
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn on_off(b: bool) -> Vec<u8> {
+    if b {
+        b"ON".to_vec()
+    } else {
+        b"OFF".to_vec()
+    }
+}

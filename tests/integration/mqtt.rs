@@ -1,0 +1,310 @@
+//! MQTT against Debian's mosquitto on loopback (a broker of the test's own on a free port):
+//! availability with its last will, Home Assistant discovery, motion and connectivity
+//! states, events new → update → end in order, and no event lost across a broker outage.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::http::{nvr, nvr_json};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A mosquitto of the test's own; killed when dropped.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path, port: u16) -> Broker {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian's mosquitto package)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything published on the broker, as (topic, payload), from `mosquitto_sub`.
+struct Subscriber {
+    child: Child,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Subscriber {
+    fn start(port: u16) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "#"])
+            .args(["-F", "%t %p"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (Debian's mosquitto-clients)");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let (t, p) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                s.lock().unwrap().push((t.to_string(), p.to_string()));
+            }
+        });
+        // Subscribed before anything it must see is published.
+        std::thread::sleep(Duration::from_millis(300));
+        Subscriber { child, seen }
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn wait(&self, what: &str, secs: u64, f: impl Fn(&[(String, String)]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(&self.all()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; saw {:?}",
+                self.all().iter().map(|(t, _)| t).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has(seen: &[(String, String)], topic: &str, payload: &str) -> bool {
+    seen.iter().any(|(t, p)| t == topic && p == payload)
+}
+
+/// `nvr-edge run` on two synthetic cameras, publishing to `port` under `prefix`.
+fn recorder(dir: &Path, port: u16, prefix: &str) -> Child {
+    let cfg = format!(
+        "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[http]\nenabled = false\n\
+         [recording]\nmax_secs = 3.0\npost_secs = 0.5\n\
+         [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\ntopic_prefix = \"{prefix}\"\n\
+         client_id = \"{prefix}\"\nkeepalive_secs = 5\n\
+         [[cameras]]\nid = \"door\"\nsource = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 10.0\n\
+         [[cameras]]\nid = \"yard\"\nsource = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 10.0\n",
+        dir
+    );
+    std::fs::write(dir.join("c.toml"), cfg).unwrap();
+    nvr(dir)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// The event messages seen, parsed: (type, event id).
+fn event_messages(seen: &[(String, String)], prefix: &str) -> Vec<(String, i64, Value)> {
+    let topic = format!("{prefix}/events");
+    seen.iter()
+        .filter(|(t, _)| *t == topic)
+        .map(|(_, p)| {
+            let v: Value = serde_json::from_str(p).unwrap_or_else(|_| panic!("not JSON: {p}"));
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["after"]["id"].as_i64().unwrap(),
+                v,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn discovery_availability_states_and_events_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let sub = Subscriber::start(broker.port);
+    // A second box on the same broker, under its own prefix.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = recorder(other_dir.path(), broker.port, "test/other");
+    let mut rec = recorder(dir.path(), broker.port, "test/box1");
+    sub.wait("both boxes online", 60, |s| {
+        has(s, "test/box1/available", "online") && has(s, "test/other/available", "online")
+    });
+
+    // Discovery: motion and connectivity per camera, each complete, its state published.
+    sub.wait("four discovery configs", 30, |s| {
+        s.iter()
+            .filter(|(t, _)| t.starts_with("homeassistant/binary_sensor/test_box1/"))
+            .count()
+            >= 4
+    });
+    for (topic, payload) in sub.all() {
+        if !topic.starts_with("homeassistant/binary_sensor/test_box1/") {
+            continue;
+        }
+        let c: Value = serde_json::from_str(&payload).unwrap();
+        assert!(
+            c["unique_id"].as_str().unwrap().starts_with("test_box1_"),
+            "{c}"
+        );
+        assert_eq!(c["availability_topic"], "test/box1/available");
+        assert_eq!(c["device"]["identifiers"][0], "test_box1");
+        let state = c["state_topic"].as_str().unwrap().to_string();
+        sub.wait(&format!("a state on {state}"), 30, |s| {
+            s.iter()
+                .any(|(t, p)| *t == state && (p == "ON" || p == "OFF"))
+        });
+    }
+    sub.wait("the cameras connected", 30, |s| {
+        has(s, "test/box1/door/connectivity", "ON") && has(s, "test/box1/yard/connectivity", "ON")
+    });
+
+    // Events: the walking figure's motion gives new, then end, for the same id in order.
+    sub.wait("an event's new and end", 90, |s| {
+        let m = event_messages(s, "test/box1");
+        m.iter()
+            .any(|(k, id, _)| k == "end" && m.iter().any(|(k2, id2, _)| k2 == "new" && id2 == id))
+    });
+    let msgs = event_messages(&sub.all(), "test/box1");
+    let (_, id, end) = msgs.iter().find(|(k, _, _)| k == "end").unwrap().clone();
+    let order: Vec<&str> = msgs
+        .iter()
+        .filter(|(_, i, _)| *i == id)
+        .map(|(k, _, _)| k.as_str())
+        .collect();
+    assert_eq!(order.first(), Some(&"new"), "{order:?}");
+    assert_eq!(order.last(), Some(&"end"), "{order:?}");
+    assert!(order.iter().all(|k| ["new", "update", "end"].contains(k)));
+    let after = &end["after"];
+    assert!(
+        after["camera"] == "door" || after["camera"] == "yard",
+        "{after}"
+    );
+    assert!(after["start"]["iso"].as_str().unwrap().ends_with("+00:00"));
+    assert!(after["end"]["epoch"].as_f64().is_some(), "{after}");
+    assert_eq!(after["has_snapshot"], true, "{after}");
+    assert!(!end["before"].is_null(), "an end says what it ended: {end}");
+    // The other box's events are its own.
+    assert!(event_messages(&sub.all(), "test/other")
+        .iter()
+        .all(|(_, _, v)| v["after"]["camera"].is_string()));
+
+    // A clean stop says offline; the other box stays online.
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
+    sub.wait("offline on SIGTERM", 20, |s| {
+        has(s, "test/box1/available", "offline")
+    });
+    assert!(!has(&sub.all(), "test/other/available", "offline"));
+    // kill -9: the broker says offline for it (the last will).
+    signal(other.id(), "-KILL");
+    let _ = other.wait();
+    sub.wait("the last will of a killed box", 30, |s| {
+        has(s, "test/other/available", "offline")
+    });
+}
+
+#[test]
+fn no_event_is_lost_while_the_broker_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = Broker::start(dir.path(), port);
+    let first = Subscriber::start(port);
+    let mut rec = recorder(dir.path(), port, "test/outage");
+    first.wait("the first event", 60, |s| {
+        event_messages(s, "test/outage")
+            .iter()
+            .any(|(k, _, _)| k == "new")
+    });
+    // The broker goes away for 8 s while the figure keeps walking (events every ~3 s).
+    let before_outage = event_messages(&first.all(), "test/outage");
+    drop(first);
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(8));
+    let _broker = Broker::start(dir.path(), port);
+    let second = Subscriber::start(port);
+    second.wait("back online", 60, |s| {
+        has(s, "test/outage/available", "online")
+    });
+    // Every event committed so far is published once the broker is back.
+    std::thread::sleep(Duration::from_secs(3));
+    let listed = nvr_json(dir.path(), &["events", "list", "--limit", "1000"]);
+    let ids: Vec<i64> = listed
+        .as_array()
+        .or_else(|| listed["events"].as_array())
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.len() >= 3, "{listed}");
+    let missing = || -> Vec<i64> {
+        let seen: Vec<(String, i64)> = before_outage
+            .iter()
+            .chain(event_messages(&second.all(), "test/outage").iter())
+            .map(|(k, id, _)| (k.clone(), *id))
+            .collect();
+        ids.iter()
+            .copied()
+            .filter(|id| !seen.contains(&("new".to_string(), *id)))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !missing().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        missing().is_empty(),
+        "events committed but never published: {:?} of {ids:?}; before the outage {:?}, after {:?}",
+        missing(),
+        before_outage
+            .iter()
+            .map(|(k, id, _)| format!("{k}{id}"))
+            .collect::<Vec<_>>(),
+        event_messages(&second.all(), "test/outage")
+            .iter()
+            .map(|(k, id, _)| format!("{k}{id}"))
+            .collect::<Vec<_>>()
+    );
+    // Within a session, no message twice.
+    let msgs = event_messages(&second.all(), "test/outage");
+    let mut keys: Vec<(String, i64)> = msgs.iter().map(|(k, id, _)| (k.clone(), *id)).collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "a message twice in one session: {msgs:?}");
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
+}
