@@ -71,6 +71,13 @@ const KEYS: &[(&str, &str, &[&str])] = &[
         "summary_interval_secs",
         &["1", "86400", "0", "86401"],
     ),
+    ("http", "max_streams", &["1", "64", "0", "65"]),
+    ("http", "stream_fps", &["0.1", "30", "0", "31", "nan"]),
+    ("http", "session_hours", &["1", "8760", "0", "8761"]),
+    ("http", "max_upload_mb", &["1", "32", "0", "33"]),
+    ("mqtt", "keepalive_secs", &["5", "3600", "4", "3601"]),
+    ("mqtt", "qos", &["0", "1", "2"]),
+    ("mqtt", "port", &["1", "65535", "0"]),
 ];
 
 /// What `--self-test` does with `toml`: its exit status, or None when it was still
