@@ -82,6 +82,8 @@ pub struct AnalysisStats {
     pub moving_frames: u64,
     pub in_motion: bool,
     pub events: u64,
+    /// Motion detection paused (MQTT `detect/set OFF`).
+    pub paused: bool,
     /// Snapshots written (the first of each event, then better frames while it goes on).
     pub snapshots: u64,
     pub current_event: Option<i64>,
@@ -115,6 +117,7 @@ pub struct AnalysisStats {
 pub struct Analyzer {
     stats: Arc<Mutex<AnalysisStats>>,
     stop: Arc<AtomicBool>,
+    detect: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     identity: Option<(Arc<IdentitySlot>, JoinHandle<()>)>,
 }
@@ -156,6 +159,9 @@ struct Ctx {
     clock: Arc<dyn Clock>,
     stats: Arc<Mutex<AnalysisStats>>,
     stop: Arc<AtomicBool>,
+    /// Whether motion detection runs (paused from MQTT's `detect/set`; capture, the ring
+    /// and live view go on).
+    detect: Arc<AtomicBool>,
     /// Written by the identity thread, read when X-CLIP's results come in.
     tallies: Mutex<Tallies>,
 }
@@ -224,6 +230,7 @@ impl Analyzer {
             ..AnalysisStats::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        let detect = Arc::new(AtomicBool::new(true));
         let name = format!("ana-{}", camera.id);
         let ctx = Arc::new(Ctx {
             camera,
@@ -234,6 +241,7 @@ impl Analyzer {
             clock: deps.clock.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            detect: detect.clone(),
             tallies: Mutex::new(Tallies::default()),
         });
         let identity = match &ctx.identity {
@@ -254,6 +262,7 @@ impl Analyzer {
         Ok(Self {
             stats,
             stop,
+            detect,
             thread: Some(thread),
             identity,
         })
@@ -266,6 +275,12 @@ impl Analyzer {
     /// A shared handle on the live figures (for the console).
     pub fn stats_handle(&self) -> Arc<Mutex<AnalysisStats>> {
         self.stats.clone()
+    }
+
+    /// The switch of motion detection (true: on). Off closes the open event and opens
+    /// none; capture and the ring go on.
+    pub fn detect_handle(&self) -> Arc<AtomicBool> {
+        self.detect.clone()
     }
 
     pub fn stop(&mut self) {
@@ -508,6 +523,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
     // its end.
     let mut best = Snapshot::default();
     let mut last_snapshot_mono = 0i64;
+    let mut paused = false;
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
         poll(ctx, &mut pending);
@@ -521,6 +537,33 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         });
         let Some(Some(meta)) = newest else { continue };
         last_seq = Some(meta.seq);
+        if !ctx.detect.load(Ordering::Relaxed) {
+            // Paused: the open event ends here; the gate starts afresh on resume (its
+            // background would be stale).
+            if let Some(id) = event.take() {
+                best.store(ctx, id);
+                if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
+                    ctx.note_err(e);
+                }
+                if let Some(r) = recorder.as_mut() {
+                    r.end(id, meta.ts_us);
+                }
+                tracing::info!(camera = %ctx.camera.id, event = id, "detection paused: event closed");
+            }
+            if !paused {
+                paused = true;
+                let mut st = ctx.stats();
+                st.paused = true;
+                st.in_motion = false;
+                st.current_event = None;
+            }
+            continue;
+        }
+        if paused {
+            paused = false;
+            gate = MotionGate::new(ctx.cfg.motion.clone());
+            ctx.stats().paused = false;
+        }
         let t0 = Instant::now();
         let step = gate.feed(&frame);
         gate_ns += t0.elapsed().as_nanos();

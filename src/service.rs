@@ -520,6 +520,7 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
                     clock: clock.clone(),
                     cameras: app.pipeline.cameras().iter().map(|c| c.view()).collect(),
                     analysis: app.analyzers.iter().map(Analyzer::stats_handle).collect(),
+                    detect: app.analyzers.iter().map(Analyzer::detect_handle).collect(),
                     events: app.events.clone(),
                     outbox,
                     http_base: http_base.clone(),

@@ -57,6 +57,8 @@ pub struct MqttDeps {
     pub clock: Arc<dyn Clock>,
     pub cameras: Vec<CameraView>,
     pub analysis: Vec<Arc<Mutex<AnalysisStats>>>,
+    /// Each camera's motion detection switch (`<prefix>/<camera>/detect/set`).
+    pub detect: Vec<Arc<std::sync::atomic::AtomicBool>>,
     pub events: Arc<EventStore>,
     pub outbox: Outbox,
     /// `http://host:port` when the web API is on (URLs in messages and discovery).
@@ -247,7 +249,15 @@ impl<'a> Session<'a> {
                 for (topic, config) in self.topics.discovery(self.deps) {
                     self.publish(topic, true, config.to_string().into_bytes(), None);
                 }
+                // Commands: who may send them is the broker's ACL's say (README).
+                let _ = self
+                    .client
+                    .try_subscribe(self.topics.camera("+", "detect/set"), QoS::AtLeastOnce);
+                for i in 0..self.deps.cameras.len() {
+                    self.detect_state(i);
+                }
             }
+            Event::Incoming(Packet::Publish(p)) => self.command(&p.topic, &p.payload),
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(Some(seq)) = self.sent.pop_front() {
                     if pkid == 0 {
@@ -265,6 +275,44 @@ impl<'a> Session<'a> {
             }
             _ => {}
         }
+    }
+
+    /// `<prefix>/<camera>/detect/set` `ON` or `OFF`: switch that camera's detection and
+    /// echo the state. Anything else is logged and ignored.
+    fn command(&mut self, topic: &str, payload: &[u8]) {
+        let camera = topic
+            .strip_prefix(&format!("{}/", self.topics.prefix))
+            .and_then(|t| t.strip_suffix("/detect/set"));
+        let Some(i) = camera.and_then(|c| self.deps.cameras.iter().position(|v| v.config.id == c))
+        else {
+            tracing::warn!(topic, "mqtt: command for no camera of this box: ignored");
+            return;
+        };
+        let on = match std::str::from_utf8(payload).map(str::trim) {
+            Ok(p) if p.eq_ignore_ascii_case("on") => true,
+            Ok(p) if p.eq_ignore_ascii_case("off") => false,
+            _ => {
+                tracing::warn!(topic, "mqtt: detect/set takes ON or OFF: ignored");
+                return;
+            }
+        };
+        if let Some(flag) = self.deps.detect.get(i) {
+            flag.store(on, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::info!(camera = %self.deps.cameras[i].config.id, on, "mqtt: motion detection switched");
+        self.detect_state(i);
+    }
+
+    fn detect_state(&mut self, i: usize) {
+        let on = self
+            .deps
+            .detect
+            .get(i)
+            .is_none_or(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+        let topic = self
+            .topics
+            .camera(&self.deps.cameras[i].config.id, "detect/state");
+        self.publish(topic, true, on_off(on), None);
     }
 
     fn acked(&mut self, seq: i64) {

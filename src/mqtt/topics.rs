@@ -57,7 +57,8 @@ impl Topics {
     }
 
     /// Every discovery config (topic, retained payload): per camera, motion and
-    /// connectivity binary sensors, under one device block for this box.
+    /// connectivity binary sensors and the detection switch, under one device block for
+    /// this box.
     pub fn discovery(&self, deps: &MqttDeps) -> Vec<(String, serde_json::Value)> {
         let mut device = json!({
             "identifiers": [self.node],
@@ -72,6 +73,23 @@ impl Topics {
         let mut out = Vec::new();
         for cam in &deps.cameras {
             let id = &cam.config.id;
+            let object = format!("{id}_detect");
+            out.push((
+                format!(
+                    "{}/switch/{}/{object}/config",
+                    self.discovery_prefix, self.node
+                ),
+                json!({
+                    "name": format!("{id} detection"),
+                    "unique_id": format!("{}_{object}", self.node),
+                    "command_topic": self.camera(id, "detect/set"),
+                    "state_topic": self.camera(id, "detect/state"),
+                    "payload_on": "ON",
+                    "payload_off": "OFF",
+                    "availability_topic": self.available(),
+                    "device": device,
+                }),
+            ));
             for (what, class) in [("motion", "motion"), ("connectivity", "connectivity")] {
                 let object = format!("{id}_{what}");
                 out.push((

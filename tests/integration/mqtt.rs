@@ -308,3 +308,80 @@ fn no_event_is_lost_while_the_broker_is_down() {
     signal(rec.id(), "-TERM");
     let _ = rec.wait();
 }
+
+fn last(seen: &[(String, String)], topic: &str) -> Option<String> {
+    seen.iter()
+        .rev()
+        .find(|(t, _)| t == topic)
+        .map(|(_, p)| p.clone())
+}
+
+fn news(seen: &[(String, String)], prefix: &str, camera: &str) -> usize {
+    event_messages(seen, prefix)
+        .iter()
+        .filter(|(k, _, v)| k == "new" && v["after"]["camera"] == camera)
+        .count()
+}
+
+fn publish(port: u16, topic: &str, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mosquitto_pub {topic}");
+}
+
+#[test]
+fn detection_is_switched_from_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let sub = Subscriber::start(broker.port);
+    let mut rec = recorder(dir.path(), broker.port, "test/sw");
+    sub.wait("door's detection on, and a door event", 90, |s| {
+        last(s, "test/sw/door/detect/state").as_deref() == Some("ON")
+            && news(s, "test/sw", "door") > 0
+    });
+    let config = sub
+        .all()
+        .into_iter()
+        .find(|(t, _)| t == "homeassistant/switch/test_sw/door_detect/config")
+        .expect("the switch's discovery config");
+    let c: Value = serde_json::from_str(&config.1).unwrap();
+    assert_eq!(c["command_topic"], "test/sw/door/detect/set");
+
+    publish(broker.port, "test/sw/door/detect/set", "OFF");
+    sub.wait("door's detection off", 20, |s| {
+        last(s, "test/sw/door/detect/state").as_deref() == Some("OFF")
+    });
+    // Garbage is ignored: the state stays.
+    publish(broker.port, "test/sw/door/detect/set", "maybe");
+    std::thread::sleep(Duration::from_secs(2));
+    let (door, yard) = (
+        news(&sub.all(), "test/sw", "door"),
+        news(&sub.all(), "test/sw", "yard"),
+    );
+    // The figure keeps walking in both: events go on for the yard only.
+    sub.wait("a yard event while the door is paused", 30, |s| {
+        news(s, "test/sw", "yard") > yard
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        news(&sub.all(), "test/sw", "door"),
+        door,
+        "a door event while paused"
+    );
+    assert_eq!(
+        last(&sub.all(), "test/sw/door/detect/state").as_deref(),
+        Some("OFF")
+    );
+
+    publish(broker.port, "test/sw/door/detect/set", "ON");
+    sub.wait("door's detection on again, and a door event", 60, |s| {
+        last(s, "test/sw/door/detect/state").as_deref() == Some("ON")
+            && news(s, "test/sw", "door") > door
+    });
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
+}
