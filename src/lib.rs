@@ -24,6 +24,8 @@ pub mod ring;
 pub mod secret;
 pub mod selftest;
 pub mod service;
+pub mod stamp;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod users;

@@ -524,6 +524,10 @@ pub fn run(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(), ServiceError> {
                     events: app.events.clone(),
                     outbox,
                     http_base: http_base.clone(),
+                    model: app.model.clone(),
+                    started: std::time::Instant::now(),
+                    selftest_report: cfg.http.selftest_report.clone(),
+                    data_dir: cfg.storage.data_dir.clone(),
                 })
             });
         match deps {

@@ -24,6 +24,8 @@ pub struct MqttSection {
     /// QoS of events (0 or 1; the outbox needs 1 to know what the broker has).
     pub qos: u8,
     pub discovery_prefix: String,
+    /// Seconds between `<prefix>/stats` messages (and the cameras' fps states).
+    pub stats_interval_secs: u64,
 }
 
 impl Default for MqttSection {
@@ -39,6 +41,7 @@ impl Default for MqttSection {
             keepalive_secs: 30,
             qos: 1,
             discovery_prefix: "homeassistant".into(),
+            stats_interval_secs: 60,
         }
     }
 }
@@ -66,6 +69,12 @@ impl MqttSection {
         p.int("mqtt.port", self.port.into(), 1, 65535);
         p.int("mqtt.keepalive_secs", self.keepalive_secs, 5, 3600);
         p.int("mqtt.qos", self.qos.into(), 0, 1);
+        p.int(
+            "mqtt.stats_interval_secs",
+            self.stats_interval_secs,
+            5,
+            86_400,
+        );
         p.check(
             "mqtt.client_id",
             self.client_id.len() <= 64 && !self.client_id.chars().any(char::is_control),

@@ -11,11 +11,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::time::Stamp;
 use super::HttpState;
 use crate::events::{Deleted, Event, EventQuery};
 use crate::inference::Risk;
 use crate::pipeline::CameraView;
+use crate::stamp::Stamp;
 
 /// Most events one page returns.
 pub const MAX_PAGE: u32 = 500;
@@ -72,36 +72,12 @@ pub async fn health(State(s): State<Arc<HttpState>>) -> Response {
 /// `GET /api/stats`: what the summary line and the console's `status`, `cams` and `mem`
 /// know, per camera and for the process.
 pub async fn stats(State(s): State<Arc<HttpState>>) -> Response {
-    let now_mono = s.clock.mono_us();
-    let cameras: Vec<_> = s
-        .cameras
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let report = c.report(now_mono);
-            let analysis = s
-                .analysis
-                .get(i)
-                .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone());
-            json!({
-                "id": c.config.id,
-                "capture": report.stats,
-                "ring": report.ring,
-                "ring_budget": report.ring_budget,
-                "memory_bytes": report.memory_bytes,
-                "analysis": analysis,
-            })
-        })
-        .collect();
-    let process = crate::memory::process_memory().ok();
-    let os = crate::memory::os_resident().map(|(rss, peak)| json!({ "rss": rss, "peak": peak }));
-    Json(json!({
-        "time": now(&s),
-        "uptime_secs": s.started.elapsed().as_secs_f64(),
-        "model": s.model,
-        "cameras": cameras,
-        "process_memory": process,
-        "os_memory": os,
+    Json(crate::status::stats(&crate::status::Sources {
+        clock: &*s.clock,
+        cameras: &s.cameras,
+        analysis: &s.analysis,
+        model: s.model.as_ref(),
+        uptime_secs: s.started.elapsed().as_secs_f64(),
     }))
     .into_response()
 }

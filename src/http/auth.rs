@@ -188,7 +188,7 @@ impl Auth {
         if !self.users_exist()? {
             return Ok(Caller::Local);
         }
-        let now = crate::http::time::now_secs();
+        let now = crate::stamp::now_secs();
         if let Some(header) = creds.authorization {
             if let Some(token) = strip_scheme(header, "bearer") {
                 return match self.users.token_user(token) {

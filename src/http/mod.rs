@@ -16,7 +16,6 @@ mod household;
 mod metrics;
 mod session;
 mod stream;
-pub mod time;
 pub mod tls;
 mod web;
 

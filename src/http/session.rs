@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::api::error;
 use super::auth::{Caller, Refusal};
-use super::time::{now_secs, Stamp};
 use super::HttpState;
+use crate::stamp::{now_secs, Stamp};
 use crate::users::MAX_PASSWORD;
 
 /// The session cookie's name.

@@ -40,6 +40,11 @@ const LIVE_MS: f64 = 5000.0;
 const CLIENT_QUEUE: usize = 64;
 /// How often states and the outbox are looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// Largest message sent: a snapshot (at most ~640 px wide, ~100 KB), the self-test report.
+/// rumqttc's default (10 KiB) ended every session at the first snapshot.
+const MAX_OUTGOING: usize = 1 << 20;
+/// Largest message taken in: commands are a few bytes.
+const MAX_INCOMING: usize = 16 * 1024;
 /// Open events whose last published state is kept (for the `before` of the next message).
 const MAX_REMEMBERED: usize = 64;
 
@@ -63,7 +68,17 @@ pub struct MqttDeps {
     pub outbox: Outbox,
     /// `http://host:port` when the web API is on (URLs in messages and discovery).
     pub http_base: Option<String>,
+    pub model: Option<crate::inference::ModelInfo>,
+    pub started: std::time::Instant,
+    /// The boot self-test's report, published retained on `<prefix>/selftest`.
+    pub selftest_report: std::path::PathBuf,
+    /// Where the cameras last announced to Home Assistant are remembered, so the
+    /// discovery of one removed from the config is cleared at the next start.
+    pub data_dir: std::path::PathBuf,
 }
+
+/// The file under `data_dir` naming the cameras last announced.
+const ANNOUNCED_FILE: &str = "mqtt-announced.json";
 
 /// The running MQTT task; [`MqttHandle::stop`] says `offline` and disconnects.
 pub struct MqttHandle {
@@ -127,6 +142,7 @@ fn options(cfg: &MqttSection, topics: &Topics, password: Option<&str>) -> MqttOp
     let mut o = MqttOptions::new(topics.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
     o.set_clean_session(true);
+    o.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
     o.set_last_will(LastWill::new(
         topics.available(),
         "offline",
@@ -197,6 +213,7 @@ struct Session<'a> {
     motion: Vec<Option<bool>>,
     live: Vec<Option<bool>>,
     before: HashMap<i64, serde_json::Value>,
+    next_stats: std::time::Instant,
 }
 
 impl<'a> Session<'a> {
@@ -214,6 +231,7 @@ impl<'a> Session<'a> {
             motion: vec![None; n],
             live: vec![None; n],
             before: HashMap::new(),
+            next_stats: std::time::Instant::now(),
         }
     }
 
@@ -246,8 +264,16 @@ impl<'a> Session<'a> {
                 tracing::info!(broker = %format!("{}:{}", self.deps.cfg.host, self.deps.cfg.port),
                     prefix = %self.topics.prefix, "mqtt: connected");
                 self.publish(self.topics.available(), true, "online".into(), None);
+                self.clear_removed_cameras();
                 for (topic, config) in self.topics.discovery(self.deps) {
                     self.publish(topic, true, config.to_string().into_bytes(), None);
+                }
+                // The boot self-test's report, as written (retained), when there is one.
+                if let Ok(report) = crate::fsio::read_regular(
+                    &self.deps.selftest_report,
+                    crate::fsio::MAX_CONFIG_BYTES,
+                ) {
+                    self.publish(self.topics.selftest(), true, report, None);
                 }
                 // Commands: who may send them is the broker's ACL's say (README).
                 let _ = self
@@ -324,6 +350,18 @@ impl<'a> Session<'a> {
 
     /// Queue one publish; false when the client's queue is full (retried next tick).
     fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>, seq: Option<i64>) -> bool {
+        if payload.len() + topic.len() + 16 > MAX_OUTGOING {
+            // Would end the session (and the next, forever): said and skipped.
+            tracing::warn!(
+                topic,
+                bytes = payload.len(),
+                "mqtt: message too large to send: skipped"
+            );
+            if let Some(seq) = seq {
+                let _ = self.deps.outbox.done(seq);
+            }
+            return true;
+        }
         let qos = if seq.is_some() && self.deps.cfg.qos == 0 {
             QoS::AtMostOnce
         } else {
@@ -332,14 +370,103 @@ impl<'a> Session<'a> {
         match self.client.try_publish(topic, qos, retain, payload) {
             Ok(()) => {
                 self.sent.push_back(seq);
+                if seq.is_some() {
+                    self.in_flight += 1;
+                }
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// Motion and connectivity that changed, then the outbox.
+    /// Clear the discovery configs of cameras announced before and no longer configured
+    /// (an empty retained payload removes the entity from Home Assistant), then remember
+    /// the cameras announced now.
+    fn clear_removed_cameras(&mut self) {
+        let path = self.deps.data_dir.join(ANNOUNCED_FILE);
+        let before: Vec<String> = crate::fsio::read_regular_string(&path, 1 << 20)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let now: Vec<String> = self
+            .deps
+            .cameras
+            .iter()
+            .map(|c| c.config.id.clone())
+            .collect();
+        for gone in before.iter().filter(|c| !now.contains(c)) {
+            for topic in self.topics.camera_config_topics(gone) {
+                self.publish(topic, true, Vec::new(), None);
+            }
+            tracing::info!(camera = %gone, "mqtt: discovery of a removed camera cleared");
+        }
+        if before != now {
+            if let Err(e) = std::fs::write(&path, serde_json::to_vec(&now).unwrap_or_default()) {
+                tracing::warn!(path = %path.display(), error = %e, "mqtt: cannot remember the cameras announced");
+            }
+        }
+    }
+
+    /// Stats (and each camera's fps) every `stats_interval_secs`.
+    fn publish_stats(&mut self) {
+        if std::time::Instant::now() < self.next_stats {
+            return;
+        }
+        self.next_stats =
+            std::time::Instant::now() + Duration::from_secs(self.deps.cfg.stats_interval_secs);
+        let stats = crate::status::stats(&crate::status::Sources {
+            clock: &*self.deps.clock,
+            cameras: &self.deps.cameras,
+            analysis: &self.deps.analysis,
+            model: self.deps.model.as_ref(),
+            uptime_secs: self.deps.started.elapsed().as_secs_f64(),
+        });
+        for (i, cam) in self.deps.cameras.iter().enumerate() {
+            let fps = stats["cameras"][i]["capture"]["camera_fps"]
+                .as_f64()
+                .unwrap_or(0.0);
+            let topic = self.topics.camera(&cam.config.id, "fps");
+            self.publish(topic, true, format!("{fps:.1}").into_bytes(), None);
+        }
+        self.publish(
+            self.topics.stats(),
+            false,
+            stats.to_string().into_bytes(),
+            None,
+        );
+    }
+
+    /// After an event message: the camera's last event (retained, for the action and risk
+    /// sensors) and, once the event has one, its snapshot: never before the event exists.
+    fn publish_event_states(&mut self, after: &serde_json::Value) {
+        let (Some(camera), Some(id)) = (after["camera"].as_str(), after["id"].as_i64()) else {
+            return;
+        };
+        let last = json!({
+            "id": id,
+            "action": after["action"],
+            "category": after["category"],
+            "risk": after["risk"],
+            "confidence": after["confidence"],
+            "start": after["start"],
+            "end": after["end"],
+        });
+        self.publish(
+            self.topics.camera(camera, "event"),
+            true,
+            last.to_string().into_bytes(),
+            None,
+        );
+        if after["has_snapshot"] == true {
+            if let Ok(Some(Some(jpeg))) = self.deps.events.snapshot(id) {
+                self.publish(self.topics.camera(camera, "snapshot"), true, jpeg, None);
+            }
+        }
+    }
+
+    /// Motion and connectivity that changed, stats when due, then the outbox.
     fn publish_changes(&mut self) {
+        self.publish_stats();
         let now = self.deps.clock.mono_us();
         for i in 0..self.deps.cameras.len() {
             let cam = &self.deps.cameras[i];
@@ -414,8 +541,10 @@ impl<'a> Session<'a> {
             ) {
                 return;
             }
-            self.in_flight += 1;
             self.last_seq = p.seq;
+            if p.kind != "update" || after["has_snapshot"] == true {
+                self.publish_event_states(&after);
+            }
             if p.kind == "end" {
                 self.before.remove(&p.event_id);
             } else {
@@ -431,7 +560,7 @@ impl<'a> Session<'a> {
 
     /// An event as messages carry it.
     fn event_json(&self, e: &StoredEvent) -> serde_json::Value {
-        let stamp = crate::http::time::Stamp::from_wall_us;
+        let stamp = crate::stamp::Stamp::from_wall_us;
         let url = |what: &str| {
             self.deps
                 .http_base

@@ -77,6 +77,7 @@ const KEYS: &[(&str, &str, &[&str])] = &[
     ("http", "max_upload_mb", &["1", "32", "0", "33"]),
     ("mqtt", "keepalive_secs", &["5", "3600", "4", "3601"]),
     ("mqtt", "qos", &["0", "1", "2"]),
+    ("mqtt", "stats_interval_secs", &["5", "86400", "4", "86401"]),
     ("mqtt", "port", &["1", "65535", "0"]),
 ];
 

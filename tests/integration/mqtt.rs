@@ -73,7 +73,10 @@ impl Subscriber {
         let out = child.stdout.take().unwrap();
         let s = seen.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
+            // Bytes, not lines of UTF-8: a snapshot's JPEG comes through too (its pieces
+            // after a newline byte show as odd extra "topics", which no check looks for).
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
                 let (t, p) = line.split_once(' ').unwrap_or((line.as_str(), ""));
                 s.lock().unwrap().push((t.to_string(), p.to_string()));
             }
@@ -113,15 +116,24 @@ fn has(seen: &[(String, String)], topic: &str, payload: &str) -> bool {
 
 /// `nvr-edge run` on two synthetic cameras, publishing to `port` under `prefix`.
 fn recorder(dir: &Path, port: u16, prefix: &str) -> Child {
-    let cfg = format!(
+    recorder_of(dir, port, prefix, &["door", "yard"])
+}
+
+fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Child {
+    let mut cfg = format!(
         "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[http]\nenabled = false\n\
+         selftest_report = {:?}\n\
          [recording]\nmax_secs = 3.0\npost_secs = 0.5\n\
          [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\ntopic_prefix = \"{prefix}\"\n\
-         client_id = \"{prefix}\"\nkeepalive_secs = 5\n\
-         [[cameras]]\nid = \"door\"\nsource = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 10.0\n\
-         [[cameras]]\nid = \"yard\"\nsource = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 10.0\n",
-        dir
+         client_id = \"{prefix}\"\nkeepalive_secs = 5\nstats_interval_secs = 5\n",
+        dir,
+        dir.join("selftest.json")
     );
+    for c in cameras {
+        cfg.push_str(&format!(
+            "[[cameras]]\nid = \"{c}\"\nsource = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 10.0\n"
+        ));
+    }
     std::fs::write(dir.join("c.toml"), cfg).unwrap();
     nvr(dir)
         .arg("run")
@@ -157,6 +169,11 @@ fn discovery_availability_states_and_events_in_order() {
     let broker = Broker::start(dir.path(), free_port());
     let sub = Subscriber::start(broker.port);
     // A second box on the same broker, under its own prefix.
+    std::fs::write(
+        dir.path().join("selftest.json"),
+        r#"{"verdict": "PASS", "checks": []}"#,
+    )
+    .unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let mut other = recorder(other_dir.path(), broker.port, "test/other");
     let mut rec = recorder(dir.path(), broker.port, "test/box1");
@@ -164,17 +181,34 @@ fn discovery_availability_states_and_events_in_order() {
         has(s, "test/box1/available", "online") && has(s, "test/other/available", "online")
     });
 
-    // Discovery: motion and connectivity per camera, each complete, its state published.
-    sub.wait("four discovery configs", 30, |s| {
-        s.iter()
-            .filter(|(t, _)| t.starts_with("homeassistant/binary_sensor/test_box1/"))
-            .count()
-            >= 4
-    });
-    for (topic, payload) in sub.all() {
-        if !topic.starts_with("homeassistant/binary_sensor/test_box1/") {
-            continue;
+    // Discovery: every entity, each complete, its state topic fed.
+    let mut expected: Vec<String> = ["sensor/test_box1/memory", "sensor/test_box1/selftest"]
+        .iter()
+        .map(|t| format!("homeassistant/{t}/config"))
+        .collect();
+    expected.push("homeassistant/binary_sensor/test_box1/online/config".into());
+    for cam in ["door", "yard"] {
+        for (component, object) in [
+            ("switch", "detect"),
+            ("binary_sensor", "motion"),
+            ("binary_sensor", "connectivity"),
+            ("sensor", "action"),
+            ("sensor", "risk"),
+            ("sensor", "fps"),
+            ("image", "snapshot"),
+        ] {
+            expected.push(format!(
+                "homeassistant/{component}/test_box1/{cam}_{object}/config"
+            ));
         }
+    }
+    sub.wait("every discovery config", 30, |s| {
+        expected
+            .iter()
+            .all(|t| s.iter().any(|(topic, _)| topic == t))
+    });
+    for topic in &expected {
+        let payload = last(&sub.all(), topic).unwrap();
         let c: Value = serde_json::from_str(&payload).unwrap();
         assert!(
             c["unique_id"].as_str().unwrap().starts_with("test_box1_"),
@@ -182,12 +216,27 @@ fn discovery_availability_states_and_events_in_order() {
         );
         assert_eq!(c["availability_topic"], "test/box1/available");
         assert_eq!(c["device"]["identifiers"][0], "test_box1");
-        let state = c["state_topic"].as_str().unwrap().to_string();
-        sub.wait(&format!("a state on {state}"), 30, |s| {
-            s.iter()
-                .any(|(t, p)| *t == state && (p == "ON" || p == "OFF"))
-        });
+        let state = c["state_topic"]
+            .as_str()
+            .or(c["image_topic"].as_str())
+            .unwrap()
+            .to_string();
+        // (The snapshot and last-event states come with the first event, below.)
+        if !state.ends_with("/snapshot") && !state.ends_with("/event") {
+            sub.wait(&format!("a state on {state}"), 30, |s| {
+                s.iter().any(|(t, p)| *t == state && !p.is_empty())
+            });
+        }
     }
+    let stats: Value = serde_json::from_str(&last(&sub.all(), "test/box1/stats").unwrap()).unwrap();
+    assert!(
+        stats["cameras"][0]["capture"]["frames"].as_u64().is_some(),
+        "{stats}"
+    );
+    assert_eq!(
+        last(&sub.all(), "test/box1/selftest").as_deref(),
+        Some(r#"{"verdict": "PASS", "checks": []}"#)
+    );
     sub.wait("the cameras connected", 30, |s| {
         has(s, "test/box1/door/connectivity", "ON") && has(s, "test/box1/yard/connectivity", "ON")
     });
@@ -217,6 +266,31 @@ fn discovery_availability_states_and_events_in_order() {
     assert!(after["end"]["epoch"].as_f64().is_some(), "{after}");
     assert_eq!(after["has_snapshot"], true, "{after}");
     assert!(!end["before"].is_null(), "an end says what it ended: {end}");
+    // The camera's last event (its sensors), and its snapshot only after its event.
+    let seen = sub.all();
+    let cam = after["camera"].as_str().unwrap();
+    let first_new = seen
+        .iter()
+        .position(|(t, p)| {
+            t == "test/box1/events"
+                && p.contains("\"type\":\"new\"")
+                && p.contains(&format!("\"camera\":\"{cam}\""))
+        })
+        .unwrap();
+    let snapshot_topic = format!("test/box1/{cam}/snapshot");
+    sub.wait("a snapshot", 30, |s| {
+        s.iter().any(|(t, _)| *t == snapshot_topic)
+    });
+    let first_snapshot = sub
+        .all()
+        .iter()
+        .position(|(t, _)| *t == snapshot_topic)
+        .unwrap();
+    assert!(first_snapshot > first_new, "a snapshot before its event");
+    let last_event: Value =
+        serde_json::from_str(&last(&sub.all(), &format!("test/box1/{cam}/event")).unwrap())
+            .unwrap();
+    assert!(last_event["id"].as_i64().is_some(), "{last_event}");
     // The other box's events are its own.
     assert!(event_messages(&sub.all(), "test/other")
         .iter()
@@ -382,6 +456,32 @@ fn detection_is_switched_from_the_broker() {
         last(s, "test/sw/door/detect/state").as_deref() == Some("ON")
             && news(s, "test/sw", "door") > door
     });
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
+}
+
+#[test]
+fn a_removed_camera_leaves_home_assistant_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let sub = Subscriber::start(broker.port);
+    let yard = "homeassistant/binary_sensor/test_rm/yard_motion/config";
+    let mut rec = recorder(dir.path(), broker.port, "test/rm");
+    sub.wait("the yard announced", 60, |s| {
+        s.iter().any(|(t, p)| t == yard && !p.is_empty())
+    });
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
+    let mut rec = recorder_of(dir.path(), broker.port, "test/rm", &["door"]);
+    sub.wait("the yard's configs cleared", 60, |s| {
+        last(s, yard).as_deref() == Some("")
+            && last(s, "homeassistant/image/test_rm/yard_snapshot/config").as_deref() == Some("")
+    });
+    assert!(last(
+        &sub.all(),
+        "homeassistant/binary_sensor/test_rm/door_motion/config"
+    )
+    .is_some_and(|p| !p.is_empty()));
     signal(rec.id(), "-TERM");
     let _ = rec.wait();
 }

@@ -1,4 +1,5 @@
-//! Times as the API gives them: ISO-8601 with its offset, and the epoch, side by side.
+//! Times as the web API and MQTT give them: ISO-8601 with its offset, and the epoch, side
+//! by side.
 
 use serde::Serialize;
 
