@@ -246,7 +246,7 @@ impl<'a> Session<'a> {
             tokio::select! {
                 polled = eventloop.poll() => match polled {
                     Ok(e) => self.on_event(e),
-                    Err(e) => return Ended::Failed { error: e.to_string(), connected: self.connected },
+                    Err(e) => return Ended::Failed { error: describe(&e), connected: self.connected },
                 },
                 _ = tick.tick(), if self.connected => self.publish_changes(),
                 _ = &mut *stop => {
@@ -607,6 +607,23 @@ impl<'a> Session<'a> {
             }
         })
         .await;
+    }
+}
+
+/// A connection error as the log says it: a refusal names what to check.
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
+    match e {
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => {
+            "the broker refused the user name or password (check mqtt.username and \
+             mqtt.password_file)"
+                .into()
+        }
+        E::ConnectionRefused(C::BadClientId) => {
+            "the broker refused the client id (mqtt.client_id)".into()
+        }
+        E::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
+        other => other.to_string(),
     }
 }
 

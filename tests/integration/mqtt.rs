@@ -119,7 +119,8 @@ fn recorder(dir: &Path, port: u16, prefix: &str) -> Child {
     recorder_of(dir, port, prefix, &["door", "yard"])
 }
 
-fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Child {
+/// The config of a recorder on two synthetic cameras publishing to `port` under `prefix`.
+fn write_config(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) {
     let mut cfg = format!(
         "[storage]\ndata_dir = {:?}\n[identity]\nenabled = false\n[http]\nenabled = false\n\
          selftest_report = {:?}\n\
@@ -135,6 +136,10 @@ fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Child {
         ));
     }
     std::fs::write(dir.join("c.toml"), cfg).unwrap();
+}
+
+fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Child {
+    write_config(dir, port, prefix, cameras);
     nvr(dir)
         .arg("run")
         .stdout(Stdio::null())
@@ -484,4 +489,115 @@ fn a_removed_camera_leaves_home_assistant_at_the_next_start() {
     .is_some_and(|p| !p.is_empty()));
     signal(rec.id(), "-TERM");
     let _ = rec.wait();
+}
+
+#[test]
+fn a_broker_with_passwords_takes_the_right_one_and_refuses_a_wrong_one_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let passwords = dir.path().join("passwd");
+    let made = Command::new("mosquitto_passwd")
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwords)
+        .args(["box", "right horse battery"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let conf = dir.path().join("auth.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sub = {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "test/#"])
+            .args(["-u", "box", "-P", "right horse battery", "-F", "%t %p"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                let (t, p) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                s.lock().unwrap().push((t.to_string(), p.to_string()));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        Subscriber { child, seen }
+    };
+    for (name, password, works) in [
+        ("right", "right horse battery", true),
+        ("wrong", "wrong", false),
+    ] {
+        let d = dir.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("mqtt-password"), format!("{password}\n")).unwrap();
+        write_config(&d, port, &format!("test/{name}"), &["door", "yard"]);
+        // With the credentials added.
+        let cfg = std::fs::read_to_string(d.join("c.toml")).unwrap().replace(
+            "[mqtt]\n",
+            &format!(
+                "[mqtt]\nusername = \"box\"\npassword_file = {:?}\n",
+                d.join("mqtt-password")
+            ),
+        );
+        std::fs::write(d.join("c.toml"), cfg).unwrap();
+        let log = std::fs::File::create(d.join("run.log")).unwrap();
+        let mut rec = nvr(&d)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        if works {
+            sub.wait("online with the right password", 60, |s| {
+                has(s, "test/right/available", "online")
+            });
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let said = || {
+                std::fs::read_to_string(d.join("run.log"))
+                    .unwrap_or_default()
+                    .contains("refused the user name or password")
+            };
+            while !said() {
+                assert!(
+                    Instant::now() < deadline,
+                    "no clear log line for a wrong password"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // The appliance records on: events are committed meanwhile.
+            std::thread::sleep(Duration::from_secs(5));
+            let events = nvr_json(&d, &["events", "list"]);
+            assert!(!events.as_array().unwrap().is_empty(), "{events}");
+            assert!(rec.try_wait().unwrap().is_none(), "the recorder stopped");
+            assert!(!has(&sub.all(), "test/wrong/available", "online"));
+        }
+        signal(rec.id(), "-TERM");
+        let _ = rec.wait();
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
 }
