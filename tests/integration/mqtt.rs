@@ -115,8 +115,35 @@ fn has(seen: &[(String, String)], topic: &str, payload: &str) -> bool {
 }
 
 /// `nvr-edge run` on two synthetic cameras, publishing to `port` under `prefix`.
-fn recorder(dir: &Path, port: u16, prefix: &str) -> Child {
+fn recorder(dir: &Path, port: u16, prefix: &str) -> Recorder {
     recorder_of(dir, port, prefix, &["door", "yard"])
+}
+
+/// A running recorder, killed when dropped: a failing test must not leave it running
+/// (orphans once took the CPU of a whole CI run).
+struct Recorder(Child);
+
+impl Recorder {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// The config of a recorder on two synthetic cameras publishing to `port` under `prefix`.
@@ -138,14 +165,16 @@ fn write_config(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) {
     std::fs::write(dir.join("c.toml"), cfg).unwrap();
 }
 
-fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Child {
+fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Recorder {
     write_config(dir, port, prefix, cameras);
-    nvr(dir)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    Recorder(
+        nvr(dir)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -564,12 +593,14 @@ fn a_broker_with_passwords_takes_the_right_one_and_refuses_a_wrong_one_clearly()
         );
         std::fs::write(d.join("c.toml"), cfg).unwrap();
         let log = std::fs::File::create(d.join("run.log")).unwrap();
-        let mut rec = nvr(&d)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut rec = Recorder(
+            nvr(&d)
+                .arg("run")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         if works {
             sub.wait("online with the right password", 60, |s| {
                 has(s, "test/right/available", "online")
