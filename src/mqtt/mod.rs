@@ -14,6 +14,7 @@
 //! doubling to 30 s) with a fresh client, and republishes whatever was not acknowledged.
 
 mod outbox;
+mod probe;
 pub mod topics;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,7 @@ use crate::events::{Event as StoredEvent, EventStore};
 use crate::pipeline::CameraView;
 use crate::store::StoreError;
 pub use outbox::{Outbox, Pending};
+pub use probe::{round_trip, ProbeError};
 use topics::Topics;
 
 /// Event messages sent and not yet acknowledged, at most.
@@ -121,14 +123,7 @@ pub fn device_id() -> String {
 /// Start the MQTT task on the current runtime. The password file is read here, so a
 /// missing one is said at start.
 pub fn start(deps: MqttDeps) -> Result<MqttHandle, MqttError> {
-    let password = match &deps.cfg.password_file {
-        Some(p) => {
-            let text = crate::fsio::read_regular_string(p, 4096)
-                .map_err(|e| MqttError::Password(p.display().to_string(), e))?;
-            Some(text.lines().next().unwrap_or("").to_string())
-        }
-        None => None,
-    };
+    let password = read_password(&deps.cfg)?;
     let topics = Topics::new(&deps.cfg, &device_id());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(run(deps, topics, password, stop_rx));
@@ -138,17 +133,38 @@ pub fn start(deps: MqttDeps) -> Result<MqttHandle, MqttError> {
     })
 }
 
-fn options(cfg: &MqttSection, topics: &Topics, password: Option<&str>) -> MqttOptions {
-    let mut o = MqttOptions::new(topics.client_id.clone(), cfg.host.clone(), cfg.port);
+/// The first line of `password_file`, when one is set.
+fn read_password(cfg: &MqttSection) -> Result<Option<String>, MqttError> {
+    match &cfg.password_file {
+        Some(p) => {
+            let text = crate::fsio::read_regular_string(p, 4096)
+                .map_err(|e| MqttError::Password(p.display().to_string(), e))?;
+            Ok(Some(text.lines().next().unwrap_or("").to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Connection options under `client_id`; `will`: the recorder's last will (`offline`).
+fn options(
+    cfg: &MqttSection,
+    topics: &Topics,
+    client_id: &str,
+    password: Option<&str>,
+    will: bool,
+) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
     o.set_clean_session(true);
     o.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
-    o.set_last_will(LastWill::new(
-        topics.available(),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
+    if will {
+        o.set_last_will(LastWill::new(
+            topics.available(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
     if !cfg.username.is_empty() {
         o.set_credentials(cfg.username.clone(), password.unwrap_or(""));
     }
@@ -165,7 +181,13 @@ async fn run(
     let mut failures = 0u32;
     loop {
         let (client, eventloop) = AsyncClient::new(
-            options(&deps.cfg, &topics, password.as_deref()),
+            options(
+                &deps.cfg,
+                &topics,
+                &topics.client_id,
+                password.as_deref(),
+                true,
+            ),
             CLIENT_QUEUE,
         );
         let mut session = Session::new(&deps, &topics, client);

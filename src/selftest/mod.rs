@@ -4,12 +4,13 @@
 //!
 //! The JSON form (`--json`) is read by field tooling and the emulated-device tests (its
 //! shape: `report.rs`). One file per group of rows: `cameras`, `probe` (frame to event),
-//! `household`, `identity`, `xclip`, `http`.
+//! `household`, `identity`, `xclip`, `http`, `mqtt`.
 
 mod cameras;
 mod household;
 mod http;
 mod identity;
+mod mqtt;
 mod probe;
 mod report;
 mod xclip;
@@ -120,6 +121,7 @@ fn run_with(
     clock.sleep(Duration::from_secs_f64(seconds));
     let cameras = pipeline.reports();
     checks.extend(http::http_checks(cfg, &pipeline, clock.clone()));
+    checks.extend(mqtt::mqtt_checks(cfg));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     pipeline.stop();
     // The probe runs after the cameras' window, so its own load does not colour their

@@ -632,3 +632,40 @@ fn a_broker_with_passwords_takes_the_right_one_and_refuses_a_wrong_one_clearly()
     let _ = broker.kill();
     let _ = broker.wait();
 }
+
+#[test]
+fn the_self_test_reaches_the_broker_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, "test/st", &["door"]);
+    let rows = |dir: &Path| -> Vec<Value> {
+        let out = nvr(dir)
+            .args(["--self-test", "--json", "--seconds", "1"])
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&out.stderr)));
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap().starts_with("mqtt_"))
+            .cloned()
+            .collect()
+    };
+    // No broker yet: both rows fail, saying where they looked.
+    let down = rows(dir.path());
+    assert_eq!(down.len(), 2, "{down:?}");
+    assert!(down.iter().all(|c| c["pass"] == false), "{down:?}");
+    assert!(
+        down[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{down:?}"
+    );
+    let _broker = Broker::start(dir.path(), port);
+    let up = rows(dir.path());
+    assert!(up.iter().all(|c| c["pass"] == true), "{up:?}");
+    assert!(up[1]["measured"].as_f64().unwrap() < 1000.0, "{up:?}");
+}
