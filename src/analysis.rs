@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::capture::stats::{is_live, LIVE_MS};
 use crate::capture::worker::CameraShared;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -87,6 +88,10 @@ pub struct AnalysisStats {
     /// Snapshots written (the first of each event, then better frames while it goes on).
     pub snapshots: u64,
     pub current_event: Option<i64>,
+    /// Times the camera stopped delivering frames (each an outage event), and the outage
+    /// event open now.
+    pub camera_outages: u64,
+    pub outage_event: Option<i64>,
     pub clips_submitted: u64,
     /// Clips not sent (service busy, or too many in flight) or replaced in its queue.
     pub clips_skipped: u64,
@@ -499,6 +504,66 @@ impl Snapshot {
     }
 }
 
+/// A camera that stops delivering frames (unplugged, broken, covered by a driver fault)
+/// is an event of its own kind: someone may have unplugged it on purpose. It opens once
+/// the last frame is older than the liveness rule allows (`capture::stats::is_live`, the
+/// rule MQTT's connectivity and `/api/health` use; at start, counted from the analyzer's
+/// start), and ends when frames come again. Detection being paused does not stop it.
+struct Outage {
+    started_mono: i64,
+    open: Option<i64>,
+}
+
+impl Outage {
+    fn new(ctx: &Ctx) -> Self {
+        Self {
+            started_mono: ctx.clock.mono_us(),
+            open: None,
+        }
+    }
+
+    /// Open or close the outage event as the camera's frames say; true when one opened.
+    fn check(&mut self, ctx: &Ctx) -> bool {
+        let now_mono = ctx.clock.mono_us();
+        let age = ctx.camera.stats().last_frame_age_ms(now_mono);
+        let since_start_ms = (now_mono - self.started_mono) as f64 / 1e3;
+        let down = !is_live(age) && since_start_ms >= LIVE_MS;
+        match (down, self.open) {
+            (true, None) => {
+                // It began with the last frame (or, with none yet, at the start).
+                let gone_ms = age.unwrap_or(since_start_ms);
+                let start = ctx.clock.wall_us() - (gone_ms * 1e3) as i64;
+                match ctx.events.start_outage(&ctx.camera.id, start) {
+                    Ok(Opened { id, dropped_videos }) => {
+                        remove_videos(&ctx.cfg.clips_dir, &dropped_videos);
+                        tracing::warn!(camera = %ctx.camera.id, event = id, last_frame_ms_ago = gone_ms,
+                            "camera stopped delivering frames: outage event opened");
+                        self.open = Some(id);
+                        let mut st = ctx.stats();
+                        st.camera_outages += 1;
+                        st.outage_event = Some(id);
+                        return true;
+                    }
+                    Err(e) => ctx.note_err(e),
+                }
+            }
+            (false, Some(_)) => self.close(ctx),
+            _ => {}
+        }
+        false
+    }
+
+    fn close(&mut self, ctx: &Ctx) {
+        if let Some(id) = self.open.take() {
+            if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
+                ctx.note_err(e);
+            }
+            tracing::info!(camera = %ctx.camera.id, event = id, "camera delivers frames again: outage event closed");
+            ctx.stats().outage_event = None;
+        }
+    }
+}
+
 fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot>) {
     let period = Duration::from_secs_f64(1.0 / ctx.cfg.motion.analysis_fps.max(0.1));
     let window_us = (ctx.cfg.window_secs * 1e6) as i64;
@@ -524,10 +589,28 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
     let mut best = Snapshot::default();
     let mut last_snapshot_mono = 0i64;
     let mut paused = false;
+    let mut outage = Outage::new(ctx);
+    let mut last_frame_ts_us = 0i64;
     while !ctx.stop.load(Ordering::SeqCst) {
         ctx.clock.sleep(period);
         poll(ctx, &mut pending);
         pump(ctx, &mut recorder);
+        if outage.check(ctx) {
+            // Frames stopped: the motion event (if any) ends with them.
+            if let Some(id) = event.take() {
+                best.store(ctx, id);
+                if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
+                    ctx.note_err(e);
+                }
+                if let Some(r) = recorder.as_mut() {
+                    r.end(id, last_frame_ts_us);
+                }
+                let mut st = ctx.stats();
+                st.current_event = None;
+                st.in_motion = false;
+            }
+            gate = MotionGate::new(ctx.cfg.motion.clone());
+        }
         let newest = ctx.camera.ring.with_newest(|f| {
             (Some(f.meta.seq) != last_seq).then(|| {
                 frame.clear();
@@ -537,6 +620,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         });
         let Some(Some(meta)) = newest else { continue };
         last_seq = Some(meta.seq);
+        last_frame_ts_us = meta.ts_us;
         if !ctx.detect.load(Ordering::Relaxed) {
             // Paused: the open event ends here; the gate starts afresh on resume (its
             // background would be stale).
@@ -704,6 +788,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             ctx.note_err(e);
         }
     }
+    outage.close(ctx);
     // Shutting down: what the ring holds now goes in, without waiting for a post-roll.
     pump(ctx, &mut recorder);
     if let Some(r) = recorder.as_mut() {

@@ -119,6 +119,11 @@ pub struct EventQuery {
     pub limit: u32,
 }
 
+/// The category of a camera-outage event (a camera that stopped delivering frames).
+pub const OUTAGE_CATEGORY: &str = "camera_outage";
+/// Its action.
+pub const OUTAGE_ACTION: &str = "camera stopped delivering frames";
+
 /// Events dropped, oldest first, when the database cannot grow to store a new one.
 const ROWS_FREED_WHEN_FULL: u32 = 32;
 
@@ -158,12 +163,38 @@ impl EventStore {
 
     /// Open an event; returns its id and the videos of the events dropped for it.
     pub fn start(&self, camera: &str, start_us: i64) -> Result<Opened, StoreError> {
+        self.open(camera, start_us, false)
+    }
+
+    /// Open a camera-outage event: `camera` stopped delivering frames at `start_us` (it
+    /// ends when frames come again). Its own kind ([`OUTAGE_CATEGORY`]), ranked medium:
+    /// a camera unplugged may be someone's doing, and may be on purpose.
+    pub fn start_outage(&self, camera: &str, start_us: i64) -> Result<Opened, StoreError> {
+        self.open(camera, start_us, true)
+    }
+
+    fn open(&self, camera: &str, start_us: i64, outage: bool) -> Result<Opened, StoreError> {
         let conn = self.conn();
         let insert = || {
-            conn.execute(
+            match outage {
+            false => conn.execute(
                 "INSERT INTO events (camera, start_us, created_at, updated_us) VALUES (?1, ?2, ?3, ?2)",
                 params![camera, start_us, start_us / 1_000_000],
-            )
+            ),
+            true => conn.execute(
+                "INSERT INTO events (camera, start_us, created_at, updated_us, action, category, \
+                 risk, risk_note) VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?7)",
+                params![
+                    camera,
+                    start_us,
+                    start_us / 1_000_000,
+                    OUTAGE_ACTION,
+                    OUTAGE_CATEGORY,
+                    Risk::Medium.as_str(),
+                    "camera outage: no model's judgement"
+                ],
+            ),
+        }
         };
         let mut dropped_videos = Vec::new();
         match insert() {

@@ -28,6 +28,7 @@ pub mod stamp;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod users;
 
 /// An error and its causes on one line (`a: b: c`), the form logs and the console show.

@@ -1,14 +1,16 @@
 //! The recorder's figures as one JSON document, for every front end that reports them
 //! (`GET /api/stats`, MQTT's `<prefix>/stats`): per camera what the summary line and the
 //! console's `status`, `cams` and `mem` know (capture, ring fill and budget, the camera's
-//! memory, analysis), the process's memory, and the model.
+//! memory, analysis), the process's memory, and the model; and an event as every front end shows it.
 
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use serde_json::json;
 
 use crate::analysis::AnalysisStats;
 use crate::clock::Clock;
+use crate::events::Event;
 use crate::inference::ModelInfo;
 use crate::pipeline::CameraView;
 use crate::stamp::Stamp;
@@ -56,4 +58,37 @@ pub fn stats(s: &Sources<'_>) -> serde_json::Value {
         "process_memory": process,
         "os_memory": os,
     })
+}
+
+/// An event as every front end shows it (`GET /api/events`, MQTT's `<prefix>/events`): the
+/// stored fields, its times as stamps, and the URLs of what it has, under `base` (empty for
+/// the API's own relative URLs; the page's address for MQTT; no URLs where `base` is None,
+/// that is, where the web page is off).
+#[derive(Serialize)]
+pub struct EventView<'a> {
+    #[serde(flatten)]
+    pub event: &'a Event,
+    pub start: Stamp,
+    pub end: Option<Stamp>,
+    pub snapshot_url: Option<String>,
+    pub clip_url: Option<String>,
+    pub clip_mjpeg_url: Option<String>,
+}
+
+impl<'a> EventView<'a> {
+    pub fn new(e: &'a Event, base: Option<&str>) -> Self {
+        let video = e.video.as_ref().is_some_and(|v| v.state == "complete");
+        let url = |has: bool, what: &str| {
+            base.filter(|_| has)
+                .map(|b| format!("{b}/api/events/{}/{what}", e.id))
+        };
+        EventView {
+            start: Stamp::from_wall_us(e.start_us),
+            end: e.end_us.map(Stamp::from_wall_us),
+            snapshot_url: url(e.snapshot, "snapshot.jpg"),
+            clip_url: url(video, "clip.avi"),
+            clip_mjpeg_url: url(video, "clip.mjpeg"),
+            event: e,
+        }
+    }
 }

@@ -53,7 +53,24 @@ impl Default for CameraStats {
     }
 }
 
+/// A camera whose last frame is older than this is not live: the web page, `/api/health`,
+/// MQTT's connectivity and the camera-outage event all say so by this one rule.
+pub const LIVE_MS: f64 = 5000.0;
+
+/// Whether a camera counts as delivering frames, from its last frame's age (None: it has
+/// delivered none yet).
+pub fn is_live(last_frame_age_ms: Option<f64>) -> bool {
+    last_frame_age_ms.is_some_and(|a| a < LIVE_MS)
+}
+
 impl CameraStats {
+    /// The age of the last frame at `now_mono_us` (cheap: no quantiles, unlike
+    /// [`CameraStats::snapshot`]).
+    pub fn last_frame_age_ms(&self, now_mono_us: i64) -> Option<f64> {
+        self.last_frame_mono_us
+            .map(|t| (now_mono_us - t).max(0) as f64 / 1e3)
+    }
+
     pub fn new() -> Self {
         Self {
             state: CameraState::Starting,
@@ -136,9 +153,7 @@ impl CameraStats {
             last_frame_wall_us: self.last_frame_wall_us,
             // A frame stamped after `now` was read (the driver's stamp races the report)
             // is as fresh as a frame gets: 0, not a negative age.
-            last_frame_age_ms: self
-                .last_frame_mono_us
-                .map(|t| (now_mono_us - t).max(0) as f64 / 1e3),
+            last_frame_age_ms: self.last_frame_age_ms(now_mono_us),
             push_ms_avg: if n > 0 {
                 self.push_ns_sum as f64 / n as f64 / 1e6
             } else {

@@ -34,7 +34,7 @@ pub use events::{MotionConfig, RecordingConfig, Retention, Storage};
 pub use household::HouseholdSection;
 pub use http::HttpSection;
 pub use models::{default_categories, Category, IdentityConfig, Risk, WhenFull, XclipSection};
-pub use mqtt::MqttSection;
+pub use mqtt::{MqttSection, MqttTls};
 pub use targets::{LogSection, SelfTestSection, Targets};
 
 use crate::ring::RingConfig;

@@ -24,6 +24,8 @@ pub struct MqttSection {
     /// QoS of events (0 or 1; the outbox needs 1 to know what the broker has).
     pub qos: u8,
     pub discovery_prefix: String,
+    /// `[mqtt.tls]`: TLS to the broker (its port is then usually 8883). Unset: plain TCP.
+    pub tls: Option<MqttTls>,
     /// Seconds between `<prefix>/stats` messages (and the cameras' fps states).
     pub stats_interval_secs: u64,
 }
@@ -41,9 +43,22 @@ impl Default for MqttSection {
             keepalive_secs: 30,
             qos: 1,
             discovery_prefix: "homeassistant".into(),
+            tls: None,
             stats_interval_secs: 60,
         }
     }
+}
+
+/// `[mqtt.tls]`: the broker's certificate is checked against `ca` (a PEM file of one or
+/// more CA certificates; for a broker with a public certificate, the system's bundle such
+/// as `/etc/ssl/certs/ca-certificates.crt`) and must name `mqtt.host`. `client_cert` and
+/// `client_key` (PEM, both or neither): a client certificate for brokers that ask for one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    pub ca: std::path::PathBuf,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// Topic levels a user names: no wildcards, no empty level, printable.
@@ -90,6 +105,18 @@ impl MqttSection {
             topic_ok(&self.discovery_prefix),
             "topic levels without + # or empty levels, not starting or ending with /",
         );
+        if let Some(tls) = &self.tls {
+            p.check(
+                "mqtt.tls.client_key",
+                tls.client_cert.is_some() == tls.client_key.is_some(),
+                "client_cert and client_key go together: both or neither",
+            );
+            p.check(
+                "mqtt.host",
+                tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.as_str()).is_ok(),
+                "with mqtt.tls, a DNS name or IP address the broker's certificate names",
+            );
+        }
         p.check(
             "mqtt.password_file",
             self.password_file.is_none() || !self.username.is_empty(),

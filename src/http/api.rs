@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpState;
@@ -16,11 +16,10 @@ use crate::events::{Deleted, Event, EventQuery};
 use crate::inference::Risk;
 use crate::pipeline::CameraView;
 use crate::stamp::Stamp;
+use crate::status::EventView;
 
 /// Most events one page returns.
 pub const MAX_PAGE: u32 = 500;
-/// A camera whose last frame is older than this is not live.
-const LIVE_MS: f64 = 5000.0;
 
 /// A JSON error: `{"error": "..."}` with its status.
 pub fn error(status: StatusCode, message: &str) -> Response {
@@ -47,7 +46,7 @@ pub async fn health(State(s): State<Arc<HttpState>>) -> Response {
         .iter()
         .map(|c| {
             let st = c.shared.stats().snapshot(now_mono);
-            let live = st.last_frame_age_ms.is_some_and(|a| a < LIVE_MS);
+            let live = crate::capture::stats::is_live(st.last_frame_age_ms);
             json!({
                 "id": c.config.id,
                 "live": live,
@@ -134,32 +133,6 @@ pub struct EventsParams {
     member: Option<i64>,
 }
 
-/// An event as the API shows it: the stored fields, its times as stamps, and the URLs of
-/// what it has.
-#[derive(Serialize)]
-struct EventOut {
-    #[serde(flatten)]
-    event: Event,
-    start: Stamp,
-    end: Option<Stamp>,
-    snapshot_url: Option<String>,
-    clip_url: Option<String>,
-    clip_mjpeg_url: Option<String>,
-}
-
-fn event_out(e: Event) -> EventOut {
-    let video = e.video.as_ref().is_some_and(|v| v.state == "complete");
-    let url = |what: &str| format!("/api/events/{}/{what}", e.id);
-    EventOut {
-        start: Stamp::from_wall_us(e.start_us),
-        end: e.end_us.map(Stamp::from_wall_us),
-        snapshot_url: e.snapshot.then(|| url("snapshot.jpg")),
-        clip_url: video.then(|| url("clip.avi")),
-        clip_mjpeg_url: video.then(|| url("clip.mjpeg")),
-        event: e,
-    }
-}
-
 fn epoch_us(v: f64, key: &str) -> Result<i64, Response> {
     if v.is_finite() && (0.0..=1e11).contains(&v) {
         Ok((v * 1e6) as i64)
@@ -217,7 +190,7 @@ pub async fn events(
             let next = (list.len() == limit as usize)
                 .then(|| list.last().map(|e| e.id))
                 .flatten();
-            let list: Vec<EventOut> = list.into_iter().map(event_out).collect();
+            let list: Vec<EventView> = list.iter().map(|e| EventView::new(e, Some(""))).collect();
             Json(json!({ "events": list, "next_cursor": next })).into_response()
         }
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "events database"),
@@ -227,7 +200,7 @@ pub async fn events(
 /// `GET /api/events/{id}`.
 pub async fn event(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
     match load_event(&s, &id).await {
-        Ok(e) => Json(event_out(e)).into_response(),
+        Ok(e) => Json(EventView::new(&e, Some(""))).into_response(),
         Err(r) => r,
     }
 }

@@ -15,8 +15,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -24,22 +22,10 @@ use tokio_rustls::TlsAcceptor;
 pub const MAX_HANDSHAKES: usize = 32;
 /// A handshake not finished by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest certificate or key file read.
-const MAX_PEM_BYTES: u64 = 1 << 20;
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("http.{key}: {path}")]
-    Read {
-        key: &'static str,
-        path: String,
-        #[source]
-        source: crate::fsio::ReadError,
-    },
-    #[error("http.tls_cert: {path}: no PEM certificate in it")]
-    NoCertificate { path: String },
-    #[error("http.tls_key: {path}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it")]
-    NoKey { path: String },
+    #[error(transparent)]
+    Pem(#[from] crate::tls::PemError),
     #[error(
         "http.tls_cert/tls_key: the key does not go with the certificate, or neither is usable"
     )]
@@ -48,33 +34,9 @@ pub enum TlsError {
 
 /// The acceptor for the certificate chain in `cert` and the private key in `key`.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let read = |key_name: &'static str, path: &Path| {
-        crate::fsio::read_regular(path, MAX_PEM_BYTES).map_err(|source| TlsError::Read {
-            key: key_name,
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    let cert_pem = read("tls_cert", cert)?;
-    let key_pem = read("tls_key", key)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert.display().to_string(),
-        });
-    }
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
-        path: key.display().to_string(),
-    })?;
-    // ring, as the product asks (it builds static for both musl targets with the C cross
-    // compiler already in use; aws-lc-rs needs cmake and more). rustls deprecates ring's
-    // provider because it has no post-quantum key exchange: X25519 and the NIST curves
-    // remain, which a household's browsers all speak.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let chain = crate::tls::certificates("http.tls_cert", cert)?;
+    let key_der = crate::tls::private_key("http.tls_key", key)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
         .with_no_client_auth()

@@ -18,17 +18,23 @@ mod probe;
 pub mod topics;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use serde_json::json;
+use tokio_rustls::rustls;
 
 use crate::analysis::AnalysisStats;
 use crate::clock::Clock;
-use crate::config::MqttSection;
-use crate::events::{Event as StoredEvent, EventStore};
+use crate::config::{MqttSection, MqttTls};
+use crate::events::EventStore;
 use crate::pipeline::CameraView;
+use crate::status::EventView;
 use crate::store::StoreError;
 pub use outbox::{Outbox, Pending};
 pub use probe::{round_trip, ProbeError};
@@ -36,8 +42,6 @@ use topics::Topics;
 
 /// Event messages sent and not yet acknowledged, at most.
 pub const IN_FLIGHT: usize = 16;
-/// A camera whose last frame is older than this is reported disconnected.
-const LIVE_MS: f64 = 5000.0;
 /// Requests the client queues for its event loop.
 const CLIENT_QUEUE: usize = 64;
 /// How often states and the outbox are looked at.
@@ -56,6 +60,10 @@ pub enum MqttError {
     Store(#[from] StoreError),
     #[error("mqtt.password_file: {0}")]
     Password(String, #[source] crate::fsio::ReadError),
+    #[error(transparent)]
+    Pem(#[from] crate::tls::PemError),
+    #[error("mqtt.tls: the CA, certificate or key is not usable")]
+    Tls(#[source] rustls::Error),
 }
 
 /// What the MQTT side reads.
@@ -120,29 +128,61 @@ pub fn device_id() -> String {
         .collect()
 }
 
-/// Start the MQTT task on the current runtime. The password file is read here, so a
-/// missing one is said at start.
+/// Start the MQTT task on the current runtime. The password and TLS files are read here,
+/// so a missing or unusable one is said at start.
 pub fn start(deps: MqttDeps) -> Result<MqttHandle, MqttError> {
-    let password = read_password(&deps.cfg)?;
+    let secrets = Secrets::load(&deps.cfg)?;
     let topics = Topics::new(&deps.cfg, &device_id());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(run(deps, topics, password, stop_rx));
+    let task = tokio::spawn(run(deps, topics, secrets, stop_rx));
     Ok(MqttHandle {
         stop: Some(stop_tx),
         task,
     })
 }
 
-/// The first line of `password_file`, when one is set.
-fn read_password(cfg: &MqttSection) -> Result<Option<String>, MqttError> {
-    match &cfg.password_file {
-        Some(p) => {
-            let text = crate::fsio::read_regular_string(p, 4096)
-                .map_err(|e| MqttError::Password(p.display().to_string(), e))?;
-            Ok(Some(text.lines().next().unwrap_or("").to_string()))
-        }
-        None => Ok(None),
+/// What a connection needs from files: the password and the TLS client configuration.
+struct Secrets {
+    password: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Secrets {
+    fn load(cfg: &MqttSection) -> Result<Self, MqttError> {
+        let password = match &cfg.password_file {
+            Some(p) => {
+                let text = crate::fsio::read_regular_string(p, 4096)
+                    .map_err(|e| MqttError::Password(p.display().to_string(), e))?;
+                Some(text.lines().next().unwrap_or("").to_string())
+            }
+            None => None,
+        };
+        let tls = cfg.tls.as_ref().map(client_config).transpose()?;
+        Ok(Self { password, tls })
     }
+}
+
+/// The TLS client configuration of `[mqtt.tls]`: the broker checked against `ca`, a
+/// client certificate when one is given.
+fn client_config(tls: &MqttTls) -> Result<Arc<rustls::ClientConfig>, MqttError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in crate::tls::certificates("mqtt.tls.ca", &tls.ca)? {
+        roots.add(cert).map_err(MqttError::Tls)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(MqttError::Tls)?
+        .with_root_certificates(roots);
+    let cfg = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(
+                crate::tls::certificates("mqtt.tls.client_cert", cert)?,
+                crate::tls::private_key("mqtt.tls.client_key", key)?,
+            )
+            .map_err(MqttError::Tls)?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
 }
 
 /// Connection options under `client_id`; `will`: the recorder's last will (`offline`).
@@ -150,7 +190,7 @@ fn options(
     cfg: &MqttSection,
     topics: &Topics,
     client_id: &str,
-    password: Option<&str>,
+    secrets: &Secrets,
     will: bool,
 ) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
@@ -166,7 +206,15 @@ fn options(
         ));
     }
     if !cfg.username.is_empty() {
-        o.set_credentials(cfg.username.clone(), password.unwrap_or(""));
+        o.set_credentials(
+            cfg.username.clone(),
+            secrets.password.as_deref().unwrap_or(""),
+        );
+    }
+    if let Some(tls) = &secrets.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
     }
     o
 }
@@ -174,23 +222,19 @@ fn options(
 async fn run(
     deps: MqttDeps,
     topics: Topics,
-    password: Option<String>,
+    secrets: Secrets,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut backoff = Duration::from_secs(1);
     let mut failures = 0u32;
+    // Messages the client's queue had no room for, over every session.
+    let dropped = AtomicU64::new(0);
     loop {
         let (client, eventloop) = AsyncClient::new(
-            options(
-                &deps.cfg,
-                &topics,
-                &topics.client_id,
-                password.as_deref(),
-                true,
-            ),
+            options(&deps.cfg, &topics, &topics.client_id, &secrets, true),
             CLIENT_QUEUE,
         );
-        let mut session = Session::new(&deps, &topics, client);
+        let mut session = Session::new(&deps, &topics, client, &dropped);
         match session.run(eventloop, &mut stop).await {
             Ended::Stopped => return,
             Ended::Failed { error, connected } => {
@@ -236,10 +280,19 @@ struct Session<'a> {
     live: Vec<Option<bool>>,
     before: HashMap<i64, serde_json::Value>,
     next_stats: std::time::Instant,
+    /// Messages not handed to the client because its queue ([`CLIENT_QUEUE`]) was full:
+    /// dropped and counted, never waited for (states and event messages are offered
+    /// again at the next tick; a stats message is simply skipped).
+    dropped: &'a AtomicU64,
 }
 
 impl<'a> Session<'a> {
-    fn new(deps: &'a MqttDeps, topics: &'a Topics, client: AsyncClient) -> Self {
+    fn new(
+        deps: &'a MqttDeps,
+        topics: &'a Topics,
+        client: AsyncClient,
+        dropped: &'a AtomicU64,
+    ) -> Self {
         let n = deps.cameras.len();
         Self {
             deps,
@@ -254,6 +307,7 @@ impl<'a> Session<'a> {
             live: vec![None; n],
             before: HashMap::new(),
             next_stats: std::time::Instant::now(),
+            dropped,
         }
     }
 
@@ -345,7 +399,7 @@ impl<'a> Session<'a> {
             }
         };
         if let Some(flag) = self.deps.detect.get(i) {
-            flag.store(on, std::sync::atomic::Ordering::Relaxed);
+            flag.store(on, Ordering::Relaxed);
         }
         tracing::info!(camera = %self.deps.cameras[i].config.id, on, "mqtt: motion detection switched");
         self.detect_state(i);
@@ -356,7 +410,7 @@ impl<'a> Session<'a> {
             .deps
             .detect
             .get(i)
-            .is_none_or(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+            .is_none_or(|f| f.load(Ordering::Relaxed));
         let topic = self
             .topics
             .camera(&self.deps.cameras[i].config.id, "detect/state");
@@ -397,7 +451,10 @@ impl<'a> Session<'a> {
                 }
                 true
             }
-            Err(_) => false,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
     }
 
@@ -436,12 +493,18 @@ impl<'a> Session<'a> {
         }
         self.next_stats =
             std::time::Instant::now() + Duration::from_secs(self.deps.cfg.stats_interval_secs);
-        let stats = crate::status::stats(&crate::status::Sources {
+        let mut stats = crate::status::stats(&crate::status::Sources {
             clock: &*self.deps.clock,
             cameras: &self.deps.cameras,
             analysis: &self.deps.analysis,
             model: self.deps.model.as_ref(),
             uptime_secs: self.deps.started.elapsed().as_secs_f64(),
+        });
+        // The publisher's own figures: what waits in the outbox, what found no room.
+        stats["mqtt"] = json!({
+            "outbox_pending": self.deps.outbox.len().ok(),
+            "in_flight": self.in_flight,
+            "dropped_queue_full": self.dropped.load(Ordering::Relaxed),
         });
         for (i, cam) in self.deps.cameras.iter().enumerate() {
             let fps = stats["cameras"][i]["capture"]["camera_fps"]
@@ -479,7 +542,7 @@ impl<'a> Session<'a> {
             last.to_string().into_bytes(),
             None,
         );
-        if after["has_snapshot"] == true {
+        if after["snapshot"] == true {
             if let Ok(Some(Some(jpeg))) = self.deps.events.snapshot(id) {
                 self.publish(self.topics.camera(camera, "snapshot"), true, jpeg, None);
             }
@@ -494,7 +557,7 @@ impl<'a> Session<'a> {
             let cam = &self.deps.cameras[i];
             let id = cam.config.id.clone();
             let st = cam.shared.stats().snapshot(now);
-            let live = st.last_frame_age_ms.is_some_and(|a| a < LIVE_MS);
+            let live = crate::capture::stats::is_live(st.last_frame_age_ms);
             let moving = self
                 .deps
                 .analysis
@@ -534,7 +597,10 @@ impl<'a> Session<'a> {
         };
         for p in pending {
             let after = match self.deps.events.get(p.event_id) {
-                Ok(Some(e)) => self.event_json(&e),
+                Ok(Some(e)) => {
+                    serde_json::to_value(EventView::new(&e, self.deps.http_base.as_deref()))
+                        .unwrap_or_default()
+                }
                 // Gone (retention): nothing to say.
                 Ok(None) => {
                     let _ = self.deps.outbox.done(p.seq);
@@ -564,7 +630,7 @@ impl<'a> Session<'a> {
                 return;
             }
             self.last_seq = p.seq;
-            if p.kind != "update" || after["has_snapshot"] == true {
+            if p.kind != "update" || after["snapshot"] == true {
                 self.publish_event_states(&after);
             }
             if p.kind == "end" {
@@ -578,37 +644,6 @@ impl<'a> Session<'a> {
                 self.before.insert(p.event_id, after);
             }
         }
-    }
-
-    /// An event as messages carry it.
-    fn event_json(&self, e: &StoredEvent) -> serde_json::Value {
-        let stamp = crate::stamp::Stamp::from_wall_us;
-        let url = |what: &str| {
-            self.deps
-                .http_base
-                .as_ref()
-                .map(|b| format!("{b}/api/events/{}/{what}", e.id))
-        };
-        let video = e.video.as_ref().is_some_and(|v| v.state == "complete");
-        json!({
-            "id": e.id,
-            "camera": e.camera,
-            "start": stamp(e.start_us),
-            "end": e.end_us.map(stamp),
-            "action": e.action,
-            "category": e.category,
-            "confidence": e.confidence,
-            "risk": e.risk,
-            "model_risk": e.model_risk,
-            "risk_note": e.risk_note,
-            "household": e.household,
-            "model": e.model,
-            "model_placeholder": e.model_placeholder,
-            "interrupted": e.interrupted,
-            "has_snapshot": e.snapshot,
-            "snapshot_url": if e.snapshot { url("snapshot.jpg") } else { None },
-            "clip_url": if video { url("clip.avi") } else { None },
-        })
     }
 
     /// `offline` (retained) before a clean disconnect, waiting for the broker to have it.
@@ -645,6 +680,11 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
             "the broker refused the client id (mqtt.client_id)".into()
         }
         E::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
+        E::Tls(e) => format!(
+            "TLS with the broker failed: {e} (mqtt.tls.ca must hold the CA that signed the \
+             broker's certificate, the certificate must name mqtt.host, and a broker that asks \
+             for a client certificate needs mqtt.tls.client_cert/client_key)"
+        ),
         other => other.to_string(),
     }
 }

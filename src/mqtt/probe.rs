@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
-use super::{describe, options, read_password, MqttError, Topics};
+use super::{describe, options, MqttError, Secrets, Topics};
 use crate::config::MqttSection;
 
 /// The whole probe's time limit.
@@ -26,14 +26,14 @@ pub enum ProbeError {
 
 /// Milliseconds from publishing to receiving our own message back through the broker.
 pub fn round_trip(cfg: &MqttSection) -> Result<f64, ProbeError> {
-    let password = read_password(cfg)?;
+    let secrets = Secrets::load(cfg)?;
     let topics = Topics::new(cfg, &super::device_id());
     // No last will: this client's going says nothing about the recorder.
     let opts = options(
         cfg,
         &topics,
         &format!("{}-selftest", topics.client_id),
-        password.as_deref(),
+        &secrets,
         false,
     );
     let broker = format!("{}:{}", cfg.host, cfg.port);

@@ -1,17 +1,20 @@
 //! Camera sources and the capture thread: synthetic frames, replay of directories and
-//! MJPEG files with corrupt input, and recovery when a device vanishes.
+//! MJPEG files with corrupt input, recovery when a device vanishes, and a camera's outage
+//! recorded as an event of its own.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nvr_edge::analysis::{AnalysisConfig, AnalysisDeps, Analyzer};
 use nvr_edge::capture::jpeg::validate_jpeg;
 use nvr_edge::capture::stats::CameraState;
 use nvr_edge::capture::worker::Opener;
 use nvr_edge::capture::{open_source, Captured, ErrorKind, FrameSource, SourceError, SourceInfo};
 use nvr_edge::clock::{Clock, ManualClock, SystemClock};
 use nvr_edge::config::{CameraConfig, Config};
+use nvr_edge::events::{Event, EventStore, OUTAGE_ACTION, OUTAGE_CATEGORY};
 use nvr_edge::pipeline::{Camera, Pipeline};
 use nvr_edge::ring::{FrameFormat, FrameMeta, RingConfig};
 
@@ -414,4 +417,143 @@ fn replay_special_files_are_bad_frames_and_never_block() {
         .err()
         .expect("a FIFO is not a recording");
     assert!(err.to_string().contains("FIFO"), "{err}");
+}
+
+/// A camera that delivers frames while `plugged`, and is gone (no device) while not.
+struct Pluggable {
+    info: SourceInfo,
+    plugged: Arc<AtomicBool>,
+    clock: Arc<dyn Clock>,
+    seq: u64,
+}
+
+impl FrameSource for Pluggable {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+    fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Captured, SourceError> {
+        if !self.plugged.load(Ordering::SeqCst) {
+            return Err(SourceError::from_io(
+                "VIDIOC_DQBUF",
+                &std::io::Error::from_raw_os_error(19),
+            ));
+        }
+        self.clock.sleep(Duration::from_millis(20));
+        buf.clear();
+        buf.extend_from_slice(&[self.seq as u8; 64]);
+        self.seq += 1;
+        Ok(Captured {
+            meta: FrameMeta {
+                seq: self.seq,
+                ts_us: self.clock.mono_us(),
+                width: 8,
+                height: 8,
+                format: FrameFormat::Raw(*b"TEST"),
+            },
+            dropped_before: 0,
+        })
+    }
+}
+
+#[test]
+fn a_camera_that_stops_delivering_is_an_outage_event_until_its_frames_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let plugged = Arc::new(AtomicBool::new(true));
+    let opener: Opener = {
+        let (plugged, clock) = (plugged.clone(), clock.clone());
+        let mut opens = 0u64;
+        Box::new(move || {
+            if !plugged.load(Ordering::SeqCst) {
+                return Err(SourceError::Gone("/dev/video9: no such device".into()));
+            }
+            opens += 1;
+            Ok(Box::new(Pluggable {
+                info: SourceInfo {
+                    driver: "test".into(),
+                    format: FrameFormat::Raw(*b"TEST"),
+                    width: 8,
+                    height: 8,
+                    fps: 50.0,
+                    detail: String::new(),
+                },
+                plugged: plugged.clone(),
+                clock: clock.clone(),
+                seq: opens * 100_000,
+            }) as Box<dyn FrameSource>)
+        })
+    };
+    let cam = Camera::start(
+        synthetic(160, 120),
+        RingConfig {
+            frames: 100,
+            max_bytes: 100_000,
+            max_age: Duration::from_secs(60),
+        },
+        clock.clone(),
+        opener,
+    )
+    .unwrap();
+    let cfg = Config::from_toml_str(
+        &format!(
+            "[storage]\ndata_dir = {:?}\n[[cameras]]\nid = \"t\"\nsource = \"synthetic\"\n",
+            dir.path()
+        ),
+        "test",
+    )
+    .unwrap();
+    let events = Arc::new(EventStore::open_in(dir.path(), cfg.events.clone()).unwrap());
+    let deps = AnalysisDeps {
+        xclip: None,
+        identity: None,
+        events: events.clone(),
+        cfg: AnalysisConfig::from_config(&cfg),
+        clock: clock.clone(),
+    };
+    let mut analyzer = Analyzer::start(cam.shared.clone(), &deps, None).unwrap();
+    let outages = || -> Vec<Event> {
+        events
+            .list(100, None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.category.as_deref() == Some(OUTAGE_CATEGORY))
+            .collect()
+    };
+    // Streaming for longer than the liveness rule's 5 s: no outage.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(cam.shared.stats().frames > 50);
+    assert!(outages().is_empty(), "{:?}", outages());
+
+    // Unplugged: an outage event opens within a few seconds, starting with the last frame.
+    let unplugged_wall = clock.wall_us();
+    plugged.store(false, Ordering::SeqCst);
+    wait_until("the outage event", 12, || !outages().is_empty());
+    let opened_after_s = (clock.wall_us() - unplugged_wall) as f64 / 1e6;
+    let o = &outages()[0];
+    assert!(
+        opened_after_s < 8.0,
+        "opened {opened_after_s:.1} s after the camera went"
+    );
+    assert!(
+        (o.start_us - unplugged_wall).abs() < 1_000_000,
+        "starts {} µs from the unplugging",
+        o.start_us - unplugged_wall
+    );
+    assert_eq!(o.end_us, None);
+    assert_eq!(o.action.as_deref(), Some(OUTAGE_ACTION));
+    assert_eq!(o.risk, Some(nvr_edge::inference::Risk::Medium));
+    assert_eq!(analyzer.stats().outage_event, Some(o.id));
+
+    // Plugged back: the event ends when frames come again; one outage, one event.
+    std::thread::sleep(Duration::from_secs(1));
+    plugged.store(true, Ordering::SeqCst);
+    wait_until("the outage event's end", 40, || {
+        outages().first().is_some_and(|e| e.end_us.is_some())
+    });
+    let list = outages();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].end_us.unwrap() > unplugged_wall + 1_000_000);
+    let st = analyzer.stats();
+    assert_eq!((st.camera_outages, st.outage_event), (1, None));
+    analyzer.stop();
 }

@@ -24,11 +24,17 @@ struct Broker {
 }
 
 impl Broker {
+    /// Anyone may connect.
     fn start(dir: &Path, port: u16) -> Broker {
+        Broker::with(dir, port, "allow_anonymous true\n")
+    }
+
+    /// A listener on `port` with `settings` (mosquitto.conf lines) under it.
+    fn with(dir: &Path, port: u16, settings: &str) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\n{settings}persistence false\n"),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -62,9 +68,15 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(port: u16) -> Subscriber {
+        Subscriber::start_with::<&str>(port, &[])
+    }
+
+    /// With `extra` arguments for `mosquitto_sub` (credentials, TLS files).
+    fn start_with<S: AsRef<std::ffi::OsStr>>(port: u16, extra: &[S]) -> Subscriber {
         let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "#"])
             .args(["-F", "%t %p"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -298,7 +310,7 @@ fn discovery_availability_states_and_events_in_order() {
     );
     assert!(after["start"]["iso"].as_str().unwrap().ends_with("+00:00"));
     assert!(after["end"]["epoch"].as_f64().is_some(), "{after}");
-    assert_eq!(after["has_snapshot"], true, "{after}");
+    assert_eq!(after["snapshot"], true, "{after}");
     assert!(!end["before"].is_null(), "an end says what it ended: {end}");
     // The camera's last event (its sensors), and its snapshot only after its event.
     let seen = sub.all();
@@ -357,16 +369,36 @@ fn no_event_is_lost_while_the_broker_is_down() {
             .iter()
             .any(|(k, _, _)| k == "new")
     });
-    // The broker goes away for 8 s while the figure keeps walking (events every ~3 s).
+    first.wait("a stats message", 30, |s| {
+        !stats_messages(s, "test/outage").is_empty()
+    });
+    // The broker goes away for 20 s while the figure keeps walking (events every ~3 s).
     let before_outage = event_messages(&first.all(), "test/outage");
+    let stats_before = stats_messages(&first.all(), "test/outage");
     drop(first);
     drop(broker);
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(20));
     let _broker = Broker::start(dir.path(), port);
     let second = Subscriber::start(port);
-    second.wait("back online", 60, |s| {
-        has(s, "test/outage/available", "online")
+    second.wait("back online, and its figures", 60, |s| {
+        has(s, "test/outage/available", "online") && !stats_messages(s, "test/outage").is_empty()
     });
+    // The cameras kept their rate while the broker was away: frames counted by the box
+    // itself, from its last figures before the outage to its first after.
+    let (t0, f0) = stats_before.last().unwrap().clone();
+    let (t1, f1) = stats_messages(&second.all(), "test/outage")[0].clone();
+    assert!(t1 - t0 >= 20.0, "{t0} → {t1}");
+    for (cam, (a, b)) in f0.iter().zip(&f1).enumerate() {
+        let fps = (b - a) as f64 / (t1 - t0);
+        eprintln!(
+            "camera {cam}: {fps:.2} fps over {:.1} s with the broker down",
+            t1 - t0
+        );
+        assert!(
+            fps >= 8.0,
+            "camera {cam}: {fps:.2} of 10 fps while the broker was down"
+        );
+    }
     // Every event committed so far is published once the broker is back.
     std::thread::sleep(Duration::from_secs(3));
     let listed = nvr_json(dir.path(), &["events", "list", "--limit", "1000"]);
@@ -415,6 +447,24 @@ fn no_event_is_lost_while_the_broker_is_down() {
     assert_eq!(keys.len(), n, "a message twice in one session: {msgs:?}");
     signal(rec.id(), "-TERM");
     let _ = rec.wait();
+}
+
+/// The `<prefix>/stats` messages seen: (time in epoch seconds, frames per camera).
+fn stats_messages(seen: &[(String, String)], prefix: &str) -> Vec<(f64, Vec<u64>)> {
+    let topic = format!("{prefix}/stats");
+    seen.iter()
+        .filter(|(t, _)| *t == topic)
+        .map(|(_, p)| {
+            let v: Value = serde_json::from_str(p).unwrap_or_else(|_| panic!("not JSON: {p}"));
+            let frames = v["cameras"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["capture"]["frames"].as_u64().unwrap())
+                .collect();
+            (v["time"]["epoch"].as_f64().unwrap(), frames)
+        })
+        .collect()
 }
 
 fn last(seen: &[(String, String)], topic: &str) -> Option<String> {
@@ -533,48 +583,15 @@ fn a_broker_with_passwords_takes_the_right_one_and_refuses_a_wrong_one_clearly()
         .status()
         .unwrap();
     assert!(made.success());
-    let conf = dir.path().join("auth.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+    let _broker = Broker::with(
+        dir.path(),
+        port,
+        &format!(
+            "allow_anonymous false\npassword_file {}\n",
             passwords.display()
         ),
-    )
-    .unwrap();
-    let mut broker = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let sub = {
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "test/#"])
-            .args(["-u", "box", "-P", "right horse battery", "-F", "%t %p"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line).into_owned();
-                let (t, p) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-                s.lock().unwrap().push((t.to_string(), p.to_string()));
-            }
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        Subscriber { child, seen }
-    };
+    );
+    let sub = Subscriber::start_with(port, &["-u", "box", "-P", "right horse battery"]);
     for (name, password, works) in [
         ("right", "right horse battery", true),
         ("wrong", "wrong", false),
@@ -629,8 +646,6 @@ fn a_broker_with_passwords_takes_the_right_one_and_refuses_a_wrong_one_clearly()
         signal(rec.id(), "-TERM");
         let _ = rec.wait();
     }
-    let _ = broker.kill();
-    let _ = broker.wait();
 }
 
 #[test]
@@ -668,4 +683,274 @@ fn the_self_test_reaches_the_broker_or_says_why_not() {
     let up = rows(dir.path());
     assert!(up.iter().all(|c| c["pass"] == true), "{up:?}");
     assert!(up[1]["measured"].as_f64().unwrap() < 1000.0, "{up:?}");
+}
+
+/// `openssl` with `args`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (Debian's openssl package, which ca-certificates pulls in)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` (`<name>.pem`, `<name>.key`) and a certificate signed by it for
+/// 127.0.0.1 (`<leaf>.pem`, `<leaf>.key`).
+fn ca_and_leaf(dir: &Path, name: &str, leaf: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    let (ca_key, ca_pem) = (format!("{name}.key"), format!("{name}.pem"));
+    let subj = format!("/CN=nvr-edge test CA {name}");
+    a.extend([
+        "-days", "2", "-subj", &subj, "-keyout", &ca_key, "-out", &ca_pem,
+    ]);
+    a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    openssl(dir, &a);
+    let (key, csr, pem) = (
+        format!("{leaf}.key"),
+        format!("{leaf}.csr"),
+        format!("{leaf}.pem"),
+    );
+    let mut b = vec!["req"];
+    b.extend(ec);
+    let subj = format!("/CN={leaf}");
+    b.extend(["-subj", &subj, "-keyout", &key, "-out", &csr]);
+    openssl(dir, &b);
+    let ext = format!("{leaf}.ext");
+    std::fs::write(dir.join(&ext), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ],
+    );
+}
+
+#[test]
+fn tls_to_the_broker_with_its_ca_and_a_client_certificate_and_a_clear_refusal_of_a_wrong_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The broker's CA signs its certificate and the clients'; another CA signs nothing
+    // the broker knows.
+    ca_and_leaf(d, "ca", "broker");
+    ca_and_leaf(d, "ca", "client");
+    ca_and_leaf(d, "stranger", "unused");
+    let port = free_port();
+    let _broker = Broker::with(
+        d,
+        port,
+        &format!(
+            "allow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/broker.pem\nkeyfile {0}/broker.key\n\
+             require_certificate true\n",
+            d.display()
+        ),
+    );
+    let files = |f: &str| d.join(f).display().to_string();
+    let sub = Subscriber::start_with(
+        port,
+        &[
+            "--cafile".to_string(),
+            files("ca.pem"),
+            "--cert".into(),
+            files("client.pem"),
+            "--key".into(),
+            files("client.key"),
+        ],
+    );
+    for (name, ca, works) in [("right", "ca.pem", true), ("wrong", "stranger.pem", false)] {
+        let rd = d.join(name);
+        std::fs::create_dir(&rd).unwrap();
+        write_config(&rd, port, &format!("test/{name}"), &["door"]);
+        let cfg = std::fs::read_to_string(rd.join("c.toml")).unwrap()
+            + &format!(
+                "[mqtt.tls]\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n",
+                d.join(ca),
+                d.join("client.pem"),
+                d.join("client.key")
+            );
+        std::fs::write(rd.join("c.toml"), cfg).unwrap();
+        let log = std::fs::File::create(rd.join("run.log")).unwrap();
+        let mut rec = Recorder(
+            nvr(&rd)
+                .arg("run")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        if works {
+            sub.wait("online over TLS, discovery and an event", 90, |s| {
+                has(s, "test/right/available", "online")
+                    && s.iter()
+                        .any(|(t, _)| t == "homeassistant/switch/test_right/door_detect/config")
+                    && event_messages(s, "test/right")
+                        .iter()
+                        .any(|(k, _, _)| k == "new")
+            });
+        } else {
+            let said = || {
+                std::fs::read_to_string(rd.join("run.log"))
+                    .unwrap_or_default()
+                    .contains("TLS with the broker failed")
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !said() {
+                assert!(
+                    Instant::now() < deadline,
+                    "no clear log line for a broker the CA does not vouch for: {}",
+                    std::fs::read_to_string(rd.join("run.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert!(rec.try_wait().unwrap().is_none(), "the recorder stopped");
+            assert!(!has(&sub.all(), "test/wrong/available", "online"));
+        }
+        signal(rec.id(), "-TERM");
+        let _ = rec.wait();
+    }
+    // A CA file that holds no certificate: MQTT off, said with the key, the recorder on.
+    let rd = d.join("nofile");
+    std::fs::create_dir(&rd).unwrap();
+    write_config(&rd, port, "test/nofile", &["door"]);
+    std::fs::write(rd.join("empty.pem"), "").unwrap();
+    let cfg = std::fs::read_to_string(rd.join("c.toml")).unwrap()
+        + &format!("[mqtt.tls]\nca = {:?}\n", rd.join("empty.pem"));
+    std::fs::write(rd.join("c.toml"), cfg).unwrap();
+    let log = std::fs::File::create(rd.join("run.log")).unwrap();
+    let mut rec = Recorder(
+        nvr(&rd)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = || std::fs::read_to_string(rd.join("run.log")).unwrap_or_default();
+    while !text().contains("mqtt.tls.ca") {
+        assert!(
+            Instant::now() < deadline,
+            "no line naming mqtt.tls.ca: {}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(text().contains("no PEM certificate"), "{}", text());
+    assert!(rec.try_wait().unwrap().is_none(), "the recorder stopped");
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
+}
+
+#[test]
+fn a_camera_that_stops_delivering_goes_offline_and_its_outage_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A replay camera playing JPEGs of the synthetic camera's; moving its directory away
+    // stops its frames (every read fails) as an unplugged camera would.
+    let frames = d.join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let cam = nvr_edge::config::Config::from_toml_str(
+        "[[cameras]]\nid = \"s\"\nsource = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 10\n",
+        "test",
+    )
+    .unwrap()
+    .cameras[0]
+        .clone();
+    let mut src =
+        nvr_edge::capture::open_source(&cam, Arc::new(nvr_edge::clock::SystemClock), false)
+            .unwrap();
+    for i in 0..20 {
+        let mut buf = Vec::new();
+        src.next_frame(&mut buf).unwrap();
+        std::fs::write(frames.join(format!("{i:03}.jpg")), &buf).unwrap();
+    }
+    let broker = Broker::start(d, free_port());
+    let sub = Subscriber::start(broker.port);
+    write_config(d, broker.port, "test/cam", &["door"]);
+    let cfg = std::fs::read_to_string(d.join("c.toml")).unwrap()
+        + &format!(
+            "[[cameras]]\nid = \"porch\"\nsource = \"replay\"\npath = {frames:?}\nwidth = 320\nheight = 240\nfps = 10.0\n"
+        );
+    std::fs::write(d.join("c.toml"), cfg).unwrap();
+    let mut rec = Recorder(
+        nvr(d)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let conn = "test/cam/porch/connectivity";
+    sub.wait("the porch camera connected", 60, |s| {
+        last(s, conn).as_deref() == Some("ON")
+    });
+    let outages = |s: &[(String, String)]| -> Vec<(String, i64, Value)> {
+        event_messages(s, "test/cam")
+            .into_iter()
+            .filter(|(_, _, v)| v["after"]["category"] == "camera_outage")
+            .collect()
+    };
+    assert!(outages(&sub.all()).is_empty());
+    let gone = d.join("frames-unplugged");
+    std::fs::rename(&frames, &gone).unwrap();
+    let unplugged = Instant::now();
+    sub.wait("the porch camera offline, and an outage event", 20, |s| {
+        last(s, conn).as_deref() == Some("OFF") && !outages(s).is_empty()
+    });
+    let took = unplugged.elapsed().as_secs_f64();
+    assert!(took < 12.0, "offline {took:.1} s after its frames stopped");
+    let o = &outages(&sub.all())[0];
+    assert_eq!(o.0, "new");
+    assert_eq!(o.2["after"]["camera"], "porch");
+    assert_eq!(o.2["after"]["action"], "camera stopped delivering frames");
+    // The door camera goes on, connected.
+    assert_eq!(
+        last(&sub.all(), "test/cam/door/connectivity").as_deref(),
+        Some("ON")
+    );
+    std::fs::rename(&gone, &frames).unwrap();
+    sub.wait("the porch camera back, and its outage ended", 30, |s| {
+        last(s, conn).as_deref() == Some("ON")
+            && outages(s).iter().any(|(k, id, _)| k == "end" && *id == o.1)
+    });
+    // The box's own list has it, ended.
+    let listed = nvr_json(d, &["events", "list", "--limit", "100"]);
+    let stored = listed
+        .as_array()
+        .or_else(|| listed["events"].as_array())
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == o.1)
+        .cloned()
+        .unwrap_or_else(|| panic!("outage {} not listed: {listed}", o.1));
+    assert_eq!(stored["category"], "camera_outage");
+    assert!(!stored["end_us"].is_null(), "{stored}");
+    signal(rec.id(), "-TERM");
+    let _ = rec.wait();
 }
