@@ -120,6 +120,7 @@ fn latency_table() {
 }
 
 fn bench_household(c: &mut Criterion) {
+    println!("{}", nvr_edge::selftest::SystemInfo::current().bench_line());
     latency_table();
     let mut g = c.benchmark_group("household_match_512d");
     for n in [10, 100, 500, 10_000] {

@@ -6,8 +6,14 @@
 //! the frames, as the recorder runs a clip window), and the memory each loaded model
 //! keeps, each printed against the embedded config's targets. Needs the face embedder
 //! fetched (models/identity/fetch.py).
+//!
+//! First, each graph alone next to onnxruntime in the same run: the product's own tract
+//! plan and onnxruntime (benches/identity_peer.py, when `NVR_ORT_PYTHON` names a python
+//! with onnxruntime) on the same seeded input, one thread each, p50 of 40 runs, and the
+//! ratio tract/onnxruntime. The first line names the CPU and the kernel tiers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -19,6 +25,7 @@ use nvr_edge::inference::identity::face::{
 use nvr_edge::inference::identity::observer::ModelsObserver;
 use nvr_edge::inference::identity::plates::PlateReader;
 use nvr_edge::inference::identity::Observer;
+use nvr_edge::inference::xclip::model::seeded_values;
 use nvr_edge::memory::{kept_by, MIB};
 use nvr_edge::ring::FrameBatch;
 
@@ -35,7 +42,73 @@ fn scene() -> image::RgbImage {
     s
 }
 
+/// Runs of each graph timed, on both sides.
+const PEER_ITERS: usize = 40;
+/// The seed of the inputs both sides generate.
+const SEED: u64 = 77;
+
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.99))
+}
+
+/// onnxruntime's p50 and p99 (ms) for `graph` on the seeded input of `shape`, one thread.
+fn ort_peer(graph: &Path, shape: &[usize]) -> Option<(f64, f64)> {
+    let python = std::env::var("NVR_ORT_PYTHON").ok()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/identity_peer.py");
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let out = Command::new(python)
+        .arg(script)
+        .arg(graph)
+        .args([
+            dims.join(","),
+            "1".into(),
+            PEER_ITERS.to_string(),
+            SEED.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "onnxruntime peer failed for {}: {}",
+            graph.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    Some((it.next()?.ok()?, it.next()?.ok()?))
+}
+
+/// One graph: the product's plan (`run`, one thread) against onnxruntime, printed.
+fn peer_row(name: &str, graph: &Path, shape: &[usize], run: impl Fn(&[f32])) {
+    let input = seeded_values(SEED, shape.iter().product());
+    for _ in 0..3 {
+        run(&input);
+    }
+    let times: Vec<f64> = (0..PEER_ITERS)
+        .map(|_| {
+            let t = Instant::now();
+            run(&input);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let (p50, p99) = p50_p99(times);
+    match ort_peer(graph, shape) {
+        Some((o50, o99)) => println!(
+            "{name:<22} {shape:?}: tract p50 {p50:8.2} ms (p99 {p99:8.2}) | onnxruntime p50 {o50:8.2} ms (p99 {o99:8.2}) | tract/ort {:.2}",
+            p50 / o50
+        ),
+        None => println!(
+            "{name:<22} {shape:?}: tract p50 {p50:8.2} ms (p99 {p99:8.2}) | onnxruntime: not run (set NVR_ORT_PYTHON to a python with onnxruntime)"
+        ),
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    println!("{}", nvr_edge::selftest::SystemInfo::current().bench_line());
     let cfg = Config::embedded().unwrap();
     let t = &cfg.targets;
     let dir = root().join("models/identity");
@@ -57,6 +130,41 @@ fn bench(c: &mut Criterion) {
         mib(m_emb),
         mib(m_ocr),
         t.identity_models_mb
+    );
+    println!("graphs alone, one thread, seeded input {SEED}, {PEER_ITERS} runs each side:");
+    peer_row(
+        "nanodet",
+        &dir.join("nanodet.onnx"),
+        &[1, 3, 416, 416],
+        |x| {
+            objects.raw_outputs(x).unwrap();
+        },
+    );
+    peer_row(
+        "blazeface",
+        &dir.join("blazeface_full.onnx"),
+        &[1, 3, 192, 192],
+        |x| {
+            faces.raw_outputs(x).unwrap();
+        },
+    );
+    if let Some(e) = &embedder {
+        peer_row(
+            "mobilefacenet",
+            &dir.join("mobilefacenet.onnx"),
+            &[2, 3, 112, 112],
+            |x| {
+                e.raw_outputs(x).unwrap();
+            },
+        );
+    }
+    peer_row(
+        "ppocr detector",
+        &dir.join("ppocr_det.onnx"),
+        &[1, 3, 480, 640],
+        |x| {
+            plates.raw_det(x).unwrap();
+        },
     );
     let img = scene();
     let plate_img = image::open(root().join("models/identity/selftest_plate.png"))

@@ -66,6 +66,7 @@ fn push_distribution() {
 }
 
 fn bench_ring(c: &mut Criterion) {
+    println!("{}", nvr_edge::selftest::SystemInfo::current().bench_line());
     push_distribution();
     let (ring, frame) = full_ring();
     let mut seq = 10_000u64;

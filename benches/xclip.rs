@@ -8,6 +8,10 @@
 //! - memory of the loaded model (jemalloc bytes) against its weight bytes (goal <= 1.2x);
 //! - for the tiny model, whole-clip latency (8 JPEG frames preprocessed + graph) and a
 //!   burst of 20 through the service (the spec: > 10 clips/s);
+//! - X-CLIP's dense layer shapes alone, single-threaded: nvr-edge's kernel on each tier
+//!   this CPU has (AVX2+FMA, AVX-512) next to tract's own plan of the same einsum, at
+//!   whatever tier tract runs (`TRACT_CPU_ISA=-avx512f` holds tract to its AVX2+FMA
+//!   kernels, as on an N100-class box);
 //! - with `NVR_XCLIP_PROFILE` set, the time per kind of op in the video graph (what to look
 //!   at before optimising anything).
 
@@ -231,7 +235,9 @@ fn service_table() {
 }
 
 fn bench_xclip(c: &mut Criterion) {
+    println!("{}", nvr_edge::selftest::SystemInfo::current().bench_line());
     service_table();
+    dense_table();
     let tiny = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/xclip-tiny"));
     graph_table("committed tiny model", &tiny, 50);
     match std::env::var("NVR_XCLIP_FULL") {
@@ -248,6 +254,67 @@ fn bench_xclip(c: &mut Criterion) {
     c.bench_function("xclip_tiny_video_graph", |b| {
         b.iter(|| model.run_video(&px, &te).unwrap())
     });
+}
+
+/// X-CLIP's dense shapes (400 token rows: 8 frames x 50; base-patch32's widths) through
+/// nvr-edge's kernel at each tier and through tract's own plan of `mk,kn->mn`, one
+/// thread, p50 of 20 runs each.
+fn dense_table() {
+    use nvr_linalg::dense::{dense_on, tier_for, PackedWeights};
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let tiers: Vec<nvr_linalg::Tier> = nvr_linalg::Tier::supported()
+        .into_iter()
+        .filter(|&t| tier_for(t) == Some(t))
+        .collect();
+    println!(
+        "dense layers, one thread, p50 of 20 (tract's kernels: {}):",
+        tract_linalg::isa::native().nickname()
+    );
+    for (m, k, n) in [(400, 768, 768), (400, 768, 3072), (400, 3072, 768)] {
+        let (x, w) = (seeded_values(5, m * k), seeded_values(6, k * n));
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let mut v: Vec<f64> = (0..20)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            pct(std::mem::take(&mut v)).0
+        };
+        let mut model = TypedModel::default();
+        let xs = model.add_source("x", f32::fact([m, k])).unwrap();
+        let wc = model
+            .add_const("w", Tensor::from_shape(&[k, n], &w).unwrap())
+            .unwrap();
+        let y = model
+            .wire_node(
+                "mm",
+                EinSum::new("mk,kn->mn".parse().unwrap(), DatumType::F32),
+                &[xs, wc],
+            )
+            .unwrap()[0];
+        model.select_output_outlets(&[y]).unwrap();
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let input = Tensor::from_shape(&[m, k], &x).unwrap();
+        let theirs = time(&mut || {
+            plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+        });
+        let pw = PackedWeights::new(&w, k, n, None);
+        let mut out = vec![0f32; m * n];
+        let mut line = format!("  {m}x{k}x{n}: tract {theirs:.2} ms");
+        for &t in &tiers {
+            let ours = time(&mut || dense_on(t, &x, &pw, &mut out));
+            line += &format!(
+                " | nvr-edge {} {ours:.2} ms ({:.2}x tract)",
+                t.name(),
+                ours / theirs
+            );
+        }
+        println!("{line}");
+    }
 }
 
 criterion_group! {

@@ -102,13 +102,16 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemInfo {
     pub arch: &'static str,
+    /// The CPU's name as the kernel gives it (`/proc/cpuinfo`): speed figures mean little
+    /// without it.
+    pub cpu_model: String,
     pub kernel: String,
     pub page_size: usize,
     pub cpus: usize,
     /// The household matcher's vector kernel.
     pub simd_kernel: &'static str,
     /// Whose kernels run the dense layers (X-CLIP) and 1x1 convolutions (identity models):
-    /// nvr-edge's AVX-512 ones or tract's.
+    /// nvr-edge's (AVX-512 or AVX2+FMA) or tract's.
     pub dense_kernel: &'static str,
     /// The instruction-set rung tract's own kernels run at (`fma` for AVX2+FMA, `avx512`,
     /// `neon`, `sve2`): emulated checks assert the tier of the boards they stand for.
@@ -123,18 +126,56 @@ impl SystemInfo {
         let u = rustix::system::uname();
         Self {
             arch: std::env::consts::ARCH,
+            cpu_model: cpu_model(),
             kernel: u.release().to_string_lossy().into_owned(),
             page_size: rustix::param::page_size(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             simd_kernel: nvr_linalg::Kernel::best().name(),
-            dense_kernel: if nvr_linalg::dense::available() {
-                "avx512f (nvr-edge)"
-            } else {
-                "tract"
+            dense_kernel: match nvr_linalg::dense::tier_for(nvr_linalg::Tier::current()) {
+                Some(nvr_linalg::Tier::Avx512) => "avx512f (nvr-edge)",
+                Some(_) => "avx2+fma (nvr-edge)",
+                None => "tract",
             },
             tract_isa: tract_linalg::isa::native().nickname(),
             kernel_tier: nvr_linalg::Tier::current().name(),
         }
+    }
+}
+
+impl SystemInfo {
+    /// The first line of every bench: the CPU and the kernel tiers the figures below it
+    /// were measured on.
+    pub fn bench_line(&self) -> String {
+        format!(
+            "cpu: {} ({}, {} CPUs); nvr-edge kernels {} (matching {}, dense and 1x1 {}); tract kernels {}",
+            self.cpu_model,
+            self.arch,
+            self.cpus,
+            self.kernel_tier,
+            self.simd_kernel,
+            self.dense_kernel,
+            self.tract_isa
+        )
+    }
+}
+
+/// `model name` (x86) from `/proc/cpuinfo`; on Arm, which has none, the implementer and
+/// part numbers (`CPU implementer 0x41, part 0xd0b` is a Cortex-A76).
+fn cpu_model() -> String {
+    let text = crate::fsio::read_regular_string(std::path::Path::new("/proc/cpuinfo"), 1 << 20)
+        .unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if let Some(name) = field("model name") {
+        return name;
+    }
+    match (field("CPU implementer"), field("CPU part")) {
+        (Some(i), Some(p)) => format!("CPU implementer {i}, part {p}"),
+        _ => "unknown CPU".into(),
     }
 }
 
@@ -175,8 +216,9 @@ impl Report {
         let sys = &self.system;
         let _ = writeln!(
             s,
-            "system: {} {}, {} CPUs, {} KiB pages, nvr-edge kernels {} (matching {}, dense and 1x1 {}), tract kernels {}",
+            "system: {} {}, {}, {} CPUs, {} KiB pages, nvr-edge kernels {} (matching {}, dense and 1x1 {}), tract kernels {}",
             sys.arch,
+            sys.cpu_model,
             sys.kernel,
             sys.cpus,
             sys.page_size / 1024,

@@ -35,7 +35,8 @@ if "--tier" in sys.argv:
     check(sysinfo.get("tract_isa") == tier, f"tract's kernels at the {tier} tier ({sysinfo.get('tract_isa')})")
     want_simd = {"fma": "avx2+fma", "neon": "neon", "fp16": "neon"}.get(tier)
     check(sysinfo.get("simd_kernel") == want_simd, f"nvr-edge's matching kernel {want_simd} ({sysinfo.get('simd_kernel')})")
-    check(sysinfo.get("dense_kernel") == "tract", f"dense and 1x1 layers on tract's kernels without AVX-512 ({sysinfo.get('dense_kernel')})")
+    want_dense = {"fma": "avx2+fma (nvr-edge)"}.get(tier, "tract")
+    check(sysinfo.get("dense_kernel") == want_dense, f"dense and 1x1 layers on {want_dense} kernels ({sysinfo.get('dense_kernel')})")
 rows = {(c["name"], c["camera"]): c for c in r["checks"]}
 for cam in ("vivid0", "vivid1"):
     rep = next((c for c in r["cameras"] if c["id"] == cam), None)

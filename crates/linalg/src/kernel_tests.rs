@@ -4,8 +4,8 @@
 //! on stderr and checks nothing more.
 
 use crate::attention::{attention_item_with, AttentionItem, AttentionScratch};
-use crate::dense::{available, dense, patch_dense, PackedWeights};
-use crate::pointwise::pointwise;
+use crate::dense::{dense_on, patch_dense_on, tier_for, PackedWeights};
+use crate::pointwise::pointwise_on;
 use crate::rows::*;
 use crate::tier::Tier;
 
@@ -25,6 +25,19 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 fn tiers() -> Vec<Tier> {
     let t = Tier::supported();
     eprintln!("kernel tiers on this CPU: {t:?}");
+    t
+}
+
+/// The tiers this CPU has that have dense (and pointwise) kernels: AVX-512, AVX2+FMA,
+/// NEON.
+fn dense_tiers() -> Vec<Tier> {
+    let t: Vec<Tier> = Tier::supported()
+        .into_iter()
+        .filter(|&t| tier_for(t) == Some(t))
+        .collect();
+    if t.is_empty() {
+        eprintln!("no AVX2+FMA, AVX-512 or NEON on this CPU: the dense kernels are not used here");
+    }
     t
 }
 
@@ -265,12 +278,13 @@ fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, k: usize, n: usize) -> Vec
 /// Every row tail (1..=12 rows left for the last block), column tails inside a panel
 /// and across panels, depths from 1, with and without a bias.
 #[test]
-#[cfg_attr(not(target_arch = "x86_64"), ignore = "AVX-512 kernel: x86_64 only")]
-fn kernel_matches_the_definition_on_every_tail() {
-    if !available() {
-        eprintln!("no AVX-512 on this CPU: the kernel is not used here");
-        return;
+fn kernel_matches_the_definition_on_every_tail_and_tier() {
+    for tier in dense_tiers() {
+        dense_matches_on(tier);
     }
+}
+
+fn dense_matches_on(tier: Tier) {
     for (m, k, n) in [
         (1, 1, 1),
         (13, 7, 5),
@@ -278,6 +292,9 @@ fn kernel_matches_the_definition_on_every_tail() {
         (12, 9, 48),
         (30, 100, 17),
         (7, 3, 64),
+        (5, 11, 16),
+        (6, 4, 31),
+        (19, 5, 8),
     ] {
         for with_bias in [false, true] {
             let x = values(m * k, m as u64);
@@ -286,11 +303,12 @@ fn kernel_matches_the_definition_on_every_tail() {
             let b = with_bias.then_some(&b[..]);
             let pw = PackedWeights::new(&w, k, n, b);
             let mut got = vec![f32::NAN; m * n];
-            dense(&x, &pw, &mut got);
+            dense_on(tier, &x, &pw, &mut got);
             for (i, (g, want)) in got.iter().zip(reference(&x, &w, b, k, n)).enumerate() {
                 assert!(
                     (*g as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "{m}x{k}x{n} bias {with_bias}, element {i}: {g} vs {want}"
+                    "{} {m}x{k}x{n} bias {with_bias}, element {i}: {g} vs {want}",
+                    tier.name()
                 );
             }
         }
@@ -324,12 +342,13 @@ fn patch_rows(
 /// Patches read where they lie give the bits of the copied rows through [`dense`]:
 /// a range of patches starting mid-grid, a row tail, a column tail, non-square patches.
 #[test]
-#[cfg_attr(not(target_arch = "x86_64"), ignore = "AVX-512 kernel: x86_64 only")]
 fn patches_read_in_place_match_copied_rows() {
-    if !available() {
-        eprintln!("no AVX-512 on this CPU: the kernel is not used here");
-        return;
+    for tier in dense_tiers() {
+        patches_match_on(tier);
     }
+}
+
+fn patches_match_on(tier: Tier) {
     let ([b, c, h, w], [ph, pw]) = ([3, 3, 12, 20], [4, 5]);
     let (k, n) = (c * ph * pw, 37);
     let x = values(b * c * h * w, 7);
@@ -339,14 +358,15 @@ fn patches_read_in_place_match_copied_rows() {
         let mut rows = vec![0f32; count * k];
         patch_rows(&x, [b, c, h, w], [ph, pw], first, &mut rows);
         let mut want = vec![0f32; count * n];
-        dense(&rows, &pw_, &mut want);
+        dense_on(tier, &rows, &pw_, &mut want);
         let mut got = vec![f32::NAN; count * n];
-        patch_dense(&x, [b, c, h, w], [ph, pw], first, &pw_, &mut got);
+        patch_dense_on(tier, &x, [b, c, h, w], [ph, pw], first, &pw_, &mut got);
         assert!(
             want.iter()
                 .zip(&got)
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "patches {first}..{}",
+            "{} patches {first}..{}",
+            tier.name(),
             first + count
         );
     }
@@ -385,17 +405,25 @@ fn patch_rows_follow_the_kernel_layout() {
 /// 1x1 convolution: `out[o, p] = w[o, :] . x[:, p] + bias[o]` for output rows from
 /// `first`, pixel counts that fill no panel and several.
 #[test]
-#[cfg_attr(not(target_arch = "x86_64"), ignore = "AVX-512 kernel: x86_64 only")]
-fn pointwise_matches_the_definition() {
-    if !available() {
-        eprintln!("no AVX-512 tier here: the pointwise kernel is not used on this CPU");
-        return;
+fn pointwise_matches_the_definition_on_every_tier() {
+    for tier in dense_tiers() {
+        pointwise_matches_on(tier);
     }
-    for (i, o, pixels, first) in [(3, 5, 7, 0), (16, 13, 70, 2), (8, 40, 33, 12)] {
+}
+
+fn pointwise_matches_on(tier: Tier) {
+    for (i, o, pixels, first) in [
+        (3, 5, 7, 0),
+        (16, 13, 70, 2),
+        (8, 40, 33, 12),
+        (5, 7, 16, 0),
+        (4, 9, 48, 3),
+        (2, 6, 17, 0),
+    ] {
         let (x, w, b) = (values(i * pixels, 1), values(o * i, 2), values(o, 3));
         let rows = o - first;
         let mut got = vec![f32::NAN; rows * pixels];
-        pointwise(&x, pixels, &w, &b, first, &mut got);
+        pointwise_on(tier, &x, pixels, &w, &b, first, &mut got);
         for r in 0..rows {
             for p in 0..pixels {
                 let want: f64 = (0..i)
@@ -405,7 +433,8 @@ fn pointwise_matches_the_definition() {
                 let g = got[r * pixels + p] as f64;
                 assert!(
                     (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "{i}->{o} at {r},{p}: {g} vs {want}"
+                    "{} {i}->{o} at {r},{p}: {g} vs {want}",
+                    tier.name()
                 );
             }
         }

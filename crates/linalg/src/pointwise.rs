@@ -1,17 +1,34 @@
 //! 1x1 convolutions in channels-first layout (`out[o, p] = W[o, :] . x[:, p] + b[o]` for
-//! every pixel `p`) on the AVX-512 tier: the weights are the rows, read where they are
-//! (`[O, I]`, row-major), and the activations the columns, read as 32-pixel panels one
-//! channel apart; the output written channels-first. The same 12 x 32 register tile as
-//! [`crate::dense`]. Why: `inference::ops::pointwise` (the tract op).
+//! every pixel `p`) on the AVX-512, AVX2+FMA and NEON tiers: the weights are the rows, read
+//! where they are (`[O, I]`, row-major), and the activations the columns, read as 32-pixel
+//! panels one channel apart; the output written channels-first. The register tiles of
+//! [`crate::dense`] (12 x 32 on AVX-512, 6 x 16 on AVX2 and NEON). Why: `inference::ops::pointwise`
+//! (the tract op).
 
-use crate::dense::available;
+use crate::dense::tier_for;
+use crate::tier::Tier;
 
 /// `out[o, p] = w[o, :] . x[:, p] + bias[o]` for `x` `[i, p]`, `w` `[o, i]`, the output
-/// rows `first..` that `out` holds.
+/// rows `first..` that `out` holds, at the current tier.
 ///
-/// Panics when the CPU lacks AVX-512 ([`available`]) or the sizes disagree.
+/// Panics when the CPU has no tier with the kernel ([`crate::dense::tier_for`]) or the
+/// sizes disagree.
 pub fn pointwise(x: &[f32], pixels: usize, w: &[f32], bias: &[f32], first: usize, out: &mut [f32]) {
-    assert!(available(), "pointwise kernel needs AVX-512");
+    pointwise_on(Tier::current(), x, pixels, w, bias, first, out)
+}
+
+/// [`pointwise`] at `tier` (tests and benches compare tiers).
+pub fn pointwise_on(
+    tier: Tier,
+    x: &[f32],
+    pixels: usize,
+    w: &[f32],
+    bias: &[f32],
+    first: usize,
+    out: &mut [f32],
+) {
+    tier.check();
+    let t = tier_for(tier).expect("pointwise kernels need AVX2+FMA, AVX-512 or NEON");
     assert!(
         pixels > 0 && x.len().is_multiple_of(pixels),
         "input is not rows of {pixels}"
@@ -25,11 +42,22 @@ pub fn pointwise(x: &[f32], pixels: usize, w: &[f32], bias: &[f32], first: usize
         first + rows
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 F is present (asserted above); the kernel reads w[first * i..][..rows
-    // * i], bias[first..][..rows], x's i rows of `pixels` (masked past the last column) and
-    // writes out[..rows * pixels] only, all checked just above.
+    // SAFETY: the CPU has `t`'s features (checked above); the kernels read w[first *
+    // i..][..rows * i], bias[first..][..rows], x's i rows of `pixels` (only within each
+    // row's length past the last column) and write out[..rows * pixels] only, all
+    // checked just above.
     unsafe {
-        avx512::product(
+        let (wp, bp) = (w.as_ptr().add(first * i), bias.as_ptr().add(first));
+        match t {
+            Tier::Avx512 => avx512::product(x.as_ptr(), i, pixels, wp, bp, rows, out.as_mut_ptr()),
+            _ => avx2::product(x.as_ptr(), i, pixels, wp, bp, rows, out.as_mut_ptr()),
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is baseline on aarch64; the reads and writes were checked as above.
+    unsafe {
+        let _ = t;
+        neon::product(
             x.as_ptr(),
             i,
             pixels,
@@ -39,6 +67,8 @@ pub fn pointwise(x: &[f32], pixels: usize, w: &[f32], bias: &[f32], first: usize
             out.as_mut_ptr(),
         )
     }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = (t, i, rows);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -104,5 +134,141 @@ mod avx512 {
     ) {
         let a: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(*bias.add(r)));
         accumulate(w, k, x, a, a, c, ldc, cols)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+// Each fn's contract (AVX2 and FMA present, pointers within the sizes `pointwise_on`
+// checked) covers its body.
+#[allow(unsafe_op_in_unsafe_fn)]
+mod avx2 {
+    use crate::dense::avx2::{accumulate, by_rows6, HALF};
+    use crate::dense::{MR_AVX2, NR};
+    use std::arch::x86_64::*;
+
+    /// As the AVX-512 product: each 32-pixel panel of the activations copied into a
+    /// contiguous buffer (zero past the last pixel), then every block of output channels
+    /// against its two 16-pixel halves.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn product(
+        x: *const f32,
+        k: usize,
+        p: usize,
+        w: *const f32,
+        bias: *const f32,
+        m: usize,
+        out: *mut f32,
+    ) {
+        let mut panel = vec![0f32; k * NR];
+        let mut c0 = 0;
+        while c0 < p {
+            let cols = (p - c0).min(NR);
+            for kk in 0..k {
+                let src = x.add(kk * p + c0);
+                let dst = panel.as_mut_ptr().add(kk * NR);
+                if cols == NR {
+                    for q in 0..NR / 8 {
+                        _mm256_storeu_ps(dst.add(q * 8), _mm256_loadu_ps(src.add(q * 8)));
+                    }
+                } else {
+                    std::ptr::copy_nonoverlapping(src, dst, cols);
+                    std::ptr::write_bytes(dst.add(cols), 0, NR - cols);
+                }
+            }
+            for h in 0..2 {
+                if h * HALF >= cols {
+                    break;
+                }
+                let hcols = (cols - h * HALF).min(HALF);
+                let xp = panel.as_ptr().add(h * HALF);
+                let mut r = 0;
+                while r < m {
+                    let rows = (m - r).min(MR_AVX2);
+                    let (wr, br, o) = (w.add(r * k), bias.add(r), out.add(r * p + c0 + h * HALF));
+                    by_rows6!(rows, tile(xp, k, wr, br, o, p, hcols));
+                    r += rows;
+                }
+            }
+            c0 += cols;
+        }
+    }
+
+    /// `R` output channels x up to 16 pixels of the copied panel `x` (`k` rows, [`NR`]
+    /// apart): one weight broadcast per channel and input channel.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        x: *const f32,
+        k: usize,
+        w: *const f32,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let a: [__m256; R] = std::array::from_fn(|r| _mm256_set1_ps(*bias.add(r)));
+        accumulate(w, k, x, a, a, c, ldc, cols)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+// NEON is baseline; each fn's contract (pointers within the sizes `pointwise_on` checked)
+// covers its body.
+#[allow(unsafe_op_in_unsafe_fn)]
+mod neon {
+    use crate::dense::neon::{accumulate, by_rows6, HALF};
+    use crate::dense::{MR_NEON, NR};
+    use std::arch::aarch64::*;
+
+    /// As the AVX2 product: each 32-pixel panel copied (zero past the last pixel), then
+    /// every block of output channels against its two 16-pixel halves.
+    pub unsafe fn product(
+        x: *const f32,
+        k: usize,
+        p: usize,
+        w: *const f32,
+        bias: *const f32,
+        m: usize,
+        out: *mut f32,
+    ) {
+        let mut panel = vec![0f32; k * NR];
+        let mut c0 = 0;
+        while c0 < p {
+            let cols = (p - c0).min(NR);
+            for kk in 0..k {
+                let dst = panel.as_mut_ptr().add(kk * NR);
+                std::ptr::copy_nonoverlapping(x.add(kk * p + c0), dst, cols);
+                std::ptr::write_bytes(dst.add(cols), 0, NR - cols);
+            }
+            for h in 0..2 {
+                if h * HALF >= cols {
+                    break;
+                }
+                let hcols = (cols - h * HALF).min(HALF);
+                let xp = panel.as_ptr().add(h * HALF);
+                let mut r = 0;
+                while r < m {
+                    let rows = (m - r).min(MR_NEON);
+                    let (wr, br, o) = (w.add(r * k), bias.add(r), out.add(r * p + c0 + h * HALF));
+                    by_rows6!(rows, tile(xp, k, wr, br, o, p, hcols));
+                    r += rows;
+                }
+            }
+            c0 += cols;
+        }
+    }
+
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        x: *const f32,
+        k: usize,
+        w: *const f32,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let a: [[float32x4_t; 4]; R] = std::array::from_fn(|r| [vdupq_n_f32(*bias.add(r)); 4]);
+        accumulate(w, k, x, a, c, ldc, cols)
     }
 }

@@ -51,6 +51,8 @@ impl Tier {
         SUPPORTED.get_or_init(Tier::detect).clone()
     }
 
+    // The pushes differ per architecture (on aarch64 they are all unconditional).
+    #[allow(clippy::vec_init_then_push)]
     fn detect() -> Vec<Tier> {
         let mut v = Vec::new();
         #[cfg(target_arch = "x86_64")]

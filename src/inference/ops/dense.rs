@@ -1,5 +1,5 @@
 //! The dense layer op (`y = x W + b`, weights constant) and the graph rewrite that puts it
-//! in place of tract's einsum, on CPUs with the AVX-512 tier; the kernel itself is
+//! in place of tract's einsum, on CPUs with the AVX2+FMA or AVX-512 tier; the kernel itself is
 //! `nvr_linalg::dense` (why a product of our own: see there).
 
 use std::sync::Arc;
@@ -490,7 +490,7 @@ mod tests {
     #[test]
     fn threads_do_not_change_the_result() {
         if !available() {
-            eprintln!("no AVX-512 on this CPU: the kernel is not used here");
+            eprintln!("no AVX2+FMA or AVX-512 on this CPU: the kernel is not used here");
             return;
         }
         // Above PAR_MIN_MACS, so the pool does take it.

@@ -1,5 +1,5 @@
 //! 1x1 convolutions in channels-first graphs (`out[o, p] = W[o, :] . x[:, p] + b[o]` for
-//! every pixel `p`) as a tract op, on the AVX-512 tier (kernel: `nvr_linalg::pointwise`). tract multiplies them with the pixels as rows: it
+//! every pixel `p`) as a tract op, on the AVX2+FMA and AVX-512 tiers (kernel: `nvr_linalg::pointwise`). tract multiplies them with the pixels as rows: it
 //! moves the activations to channels-last, packs them, multiplies, and moves the result
 //! back (MobileFaceNet: 64 moves and 33 packs, ~3.7 of its ~14 ms). Here the weights are
 //! the rows, read where they are (`[O, I]`, row-major), and the activations the columns,
