@@ -496,7 +496,8 @@ fn a_camera_that_stops_delivering_is_an_outage_event_until_its_frames_come_back(
     .unwrap();
     let cfg = Config::from_toml_str(
         &format!(
-            "[storage]\ndata_dir = {:?}\n[[cameras]]\nid = \"t\"\nsource = \"synthetic\"\n",
+            "[storage]\ndata_dir = {:?}\n[[cameras]]\nid = \"t\"\nsource = \"synthetic\"\n\
+             width = 160\nheight = 120\nfps = 30\n",
             dir.path()
         ),
         "test",

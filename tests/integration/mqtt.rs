@@ -699,37 +699,40 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA named `name` (`<name>.pem`, `<name>.key`) and a certificate signed by it for
-/// 127.0.0.1 (`<leaf>.pem`, `<leaf>.key`).
-fn ca_and_leaf(dir: &Path, name: &str, leaf: &str) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    let (ca_key, ca_pem) = (format!("{name}.key"), format!("{name}.pem"));
+const EC: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A CA named `name`: `<name>.pem`, `<name>.key`.
+fn make_ca(dir: &Path, name: &str) {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
     let subj = format!("/CN=nvr-edge test CA {name}");
-    a.extend([
-        "-days", "2", "-subj", &subj, "-keyout", &ca_key, "-out", &ca_pem,
-    ]);
+    let mut a = vec!["req", "-x509"];
+    a.extend(EC);
+    a.extend(["-days", "2", "-subj", &subj, "-keyout", &key, "-out", &pem]);
     a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
     openssl(dir, &a);
+}
+
+/// A certificate for 127.0.0.1 signed by the CA `ca`: `<leaf>.pem`, `<leaf>.key`.
+fn make_leaf(dir: &Path, ca: &str, leaf: &str) {
     let (key, csr, pem) = (
         format!("{leaf}.key"),
         format!("{leaf}.csr"),
         format!("{leaf}.pem"),
     );
-    let mut b = vec!["req"];
-    b.extend(ec);
     let subj = format!("/CN={leaf}");
+    let mut b = vec!["req"];
+    b.extend(EC);
     b.extend(["-subj", &subj, "-keyout", &key, "-out", &csr]);
     openssl(dir, &b);
     let ext = format!("{leaf}.ext");
     std::fs::write(dir.join(&ext), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
     openssl(
         dir,
         &[
@@ -758,9 +761,17 @@ fn tls_to_the_broker_with_its_ca_and_a_client_certificate_and_a_clear_refusal_of
     let d = dir.path();
     // The broker's CA signs its certificate and the clients'; another CA signs nothing
     // the broker knows.
-    ca_and_leaf(d, "ca", "broker");
-    ca_and_leaf(d, "ca", "client");
-    ca_and_leaf(d, "stranger", "unused");
+    make_ca(d, "ca");
+    make_leaf(d, "ca", "broker");
+    make_leaf(d, "ca", "client");
+    make_ca(d, "stranger");
+    // mosquitto started as root (CI) drops to its own user before it reads the files:
+    // the test's directory and its PEM files must be readable by it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["ca.pem", "broker.pem", "broker.key"] {
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let port = free_port();
     let _broker = Broker::with(
         d,
