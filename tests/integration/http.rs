@@ -93,15 +93,18 @@ impl Server {
         let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("http listening") {
-                    let port = line
-                        .split("addr=127.0.0.1:")
+                let port = line.contains("http listening").then(|| {
+                    line.split("addr=127.0.0.1:")
                         .nth(1)
                         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                        .and_then(|p| p.parse::<u16>().ok());
+                        .and_then(|p| p.parse::<u16>().ok())
+                });
+                // Logged before the port is handed over: a test that looks at the log
+                // as soon as `start` returns must find the line (it once raced).
+                lines.lock().unwrap().push(line);
+                if let Some(port) = port {
                     let _ = tx.send(port);
                 }
-                lines.lock().unwrap().push(line);
             }
         });
         let port = rx

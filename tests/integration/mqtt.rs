@@ -179,11 +179,17 @@ fn write_config(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) {
 
 fn recorder_of(dir: &Path, port: u16, prefix: &str, cameras: &[&str]) -> Recorder {
     write_config(dir, port, prefix, cameras);
+    run_in(dir)
+}
+
+/// `nvr-edge run` on the config already in `dir`, its log in `dir/run.log`.
+fn run_in(dir: &Path) -> Recorder {
+    let log = std::fs::File::create(dir.join("run.log")).unwrap();
     Recorder(
         nvr(dir)
             .arg("run")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap(),
     )
@@ -609,15 +615,7 @@ fn a_broker_with_passwords_takes_the_right_one_and_refuses_a_wrong_one_clearly()
             ),
         );
         std::fs::write(d.join("c.toml"), cfg).unwrap();
-        let log = std::fs::File::create(d.join("run.log")).unwrap();
-        let mut rec = Recorder(
-            nvr(&d)
-                .arg("run")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let mut rec = run_in(&d);
         if works {
             sub.wait("online with the right password", 60, |s| {
                 has(s, "test/right/available", "online")
@@ -806,15 +804,7 @@ fn tls_to_the_broker_with_its_ca_and_a_client_certificate_and_a_clear_refusal_of
                 d.join("client.key")
             );
         std::fs::write(rd.join("c.toml"), cfg).unwrap();
-        let log = std::fs::File::create(rd.join("run.log")).unwrap();
-        let mut rec = Recorder(
-            nvr(&rd)
-                .arg("run")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let mut rec = run_in(&rd);
         if works {
             sub.wait("online over TLS, discovery and an event", 90, |s| {
                 has(s, "test/right/available", "online")
@@ -853,15 +843,7 @@ fn tls_to_the_broker_with_its_ca_and_a_client_certificate_and_a_clear_refusal_of
     let cfg = std::fs::read_to_string(rd.join("c.toml")).unwrap()
         + &format!("[mqtt.tls]\nca = {:?}\n", rd.join("empty.pem"));
     std::fs::write(rd.join("c.toml"), cfg).unwrap();
-    let log = std::fs::File::create(rd.join("run.log")).unwrap();
-    let mut rec = Recorder(
-        nvr(&rd)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let mut rec = run_in(&rd);
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = || std::fs::read_to_string(rd.join("run.log")).unwrap_or_default();
     while !text().contains("mqtt.tls.ca") {
@@ -909,14 +891,7 @@ fn a_camera_that_stops_delivering_goes_offline_and_its_outage_is_an_event() {
             "[[cameras]]\nid = \"porch\"\nsource = \"replay\"\npath = {frames:?}\nwidth = 320\nheight = 240\nfps = 10.0\n"
         );
     std::fs::write(d.join("c.toml"), cfg).unwrap();
-    let mut rec = Recorder(
-        nvr(d)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut rec = run_in(d);
     let conn = "test/cam/porch/connectivity";
     sub.wait("the porch camera connected", 60, |s| {
         last(s, conn).as_deref() == Some("ON")

@@ -270,6 +270,49 @@ impl Grid {
     }
 }
 
+/// Every half-panel tile of an `m`-row product by `w`, as the AVX2 and NEON kernels walk
+/// it: `f(first_row, rows, half_panel, bias, out, cols)` with `half_panel` and `bias` at the
+/// half's first column (panel rows stay [`NR`] apart), `out` at the tile's first result,
+/// `rows` <= `mr`, `cols` <= 16. Panel outer, as on AVX-512; within a panel, its two
+/// 16-column halves one after the other.
+///
+/// # Safety
+/// `out` must hold `m` rows of `w.width()` values.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(crate) unsafe fn each_half_tile(
+    m: usize,
+    mr: usize,
+    w: &PackedWeights,
+    out: *mut f32,
+    mut f: impl FnMut(usize, usize, *const f32, *const f32, *mut f32, usize),
+) {
+    const HALF: usize = NR / 2;
+    let (k, n) = (w.k, w.n);
+    for p in 0..n.div_ceil(NR) {
+        // SAFETY (every `add` below): panel p and its bias lie within the packed weights
+        // (n columns padded to whole panels); output offsets stay within m rows of n.
+        let panel = unsafe { w.panels.as_ptr().add(p * k * 2) } as *const f32;
+        let bias = unsafe { w.bias.as_ptr().add(p * 2) } as *const f32;
+        for h in 0..2 {
+            let c0 = p * NR + h * HALF;
+            if c0 >= n {
+                break;
+            }
+            let cols = (n - c0).min(HALF);
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min(mr);
+                // SAFETY: as above.
+                let (hp, hb, o) =
+                    unsafe { (panel.add(h * HALF), bias.add(h * HALF), out.add(r * n + c0)) };
+                f(r, rows, hp, hb, o, cols);
+                r += rows;
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 // Each fn's `# Safety` contract (AVX-512 F present, pointers within the sizes the safe
 // wrappers checked) covers its body.
@@ -460,7 +503,7 @@ pub(crate) mod avx512 {
 // wrappers checked) covers its body.
 #[allow(unsafe_op_in_unsafe_fn)]
 pub(crate) mod avx2 {
-    use super::{Grid, PackedWeights, MR_AVX2, NR};
+    use super::{each_half_tile, Grid, PackedWeights, MR_AVX2, NR};
     use std::arch::x86_64::*;
 
     /// Columns of one AVX2 tile: half a panel, two 8-lane registers.
@@ -481,48 +524,10 @@ pub(crate) mod avx2 {
     }
     pub(crate) use by_rows6;
 
-    /// Every tile of an `m`-row product by `w`: `f(first_row, rows, half_panel, bias,
-    /// out, cols)`, `half_panel` and `bias` at the half's first column (panel rows stay
-    /// [`NR`] apart), `out` at the tile's first result, `cols` <= [`HALF`]. Panel outer,
-    /// as on AVX-512; within a panel, its two halves one after the other.
-    #[inline(always)]
-    unsafe fn each_tile(
-        m: usize,
-        w: &PackedWeights,
-        out: *mut f32,
-        mut f: impl FnMut(usize, usize, *const f32, *const f32, *mut f32, usize),
-    ) {
-        let (k, n) = (w.k, w.n);
-        for p in 0..n.div_ceil(NR) {
-            let panel = w.panels.as_ptr().add(p * k * 2) as *const f32;
-            let bias = w.bias.as_ptr().add(p * 2) as *const f32;
-            for h in 0..2 {
-                let c0 = p * NR + h * HALF;
-                if c0 >= n {
-                    break;
-                }
-                let cols = (n - c0).min(HALF);
-                let mut r = 0;
-                while r < m {
-                    let rows = (m - r).min(MR_AVX2);
-                    f(
-                        r,
-                        rows,
-                        panel.add(h * HALF),
-                        bias.add(h * HALF),
-                        out.add(r * n + c0),
-                        cols,
-                    );
-                    r += rows;
-                }
-            }
-        }
-    }
-
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn product(x: *const f32, m: usize, w: &PackedWeights, out: *mut f32) {
         let (k, n) = (w.k, w.n);
-        each_tile(m, w, out, |r, rows, panel, bias, c, cols| {
+        each_half_tile(m, MR_AVX2, w, out, |r, rows, panel, bias, c, cols| {
             by_rows6!(rows, tile(x.add(r * k), k, panel, bias, c, n, cols))
         })
     }
@@ -610,7 +615,7 @@ pub(crate) mod avx2 {
         out: *mut f32,
     ) {
         let n = wt.n;
-        each_tile(m, wt, out, |r, rows, panel, bias, c, cols| {
+        each_half_tile(m, MR_AVX2, wt, out, |r, rows, panel, bias, c, cols| {
             let at = |i: usize| x.add(g.start(first + r + i));
             by_rows6!(
                 rows,
@@ -658,7 +663,7 @@ pub(crate) mod avx2 {
 // safe wrappers checked) covers its body.
 #[allow(unsafe_op_in_unsafe_fn)]
 pub(crate) mod neon {
-    use super::{Grid, PackedWeights, MR_NEON, NR};
+    use super::{each_half_tile, Grid, PackedWeights, MR_NEON, NR};
     use std::arch::aarch64::*;
 
     /// Columns of one NEON tile: half a panel, four 4-lane registers.
@@ -679,44 +684,9 @@ pub(crate) mod neon {
     }
     pub(crate) use by_rows6;
 
-    /// As the AVX2 walk: panel outer, its two 16-column halves, blocks of rows.
-    #[inline(always)]
-    unsafe fn each_tile(
-        m: usize,
-        w: &PackedWeights,
-        out: *mut f32,
-        mut f: impl FnMut(usize, usize, *const f32, *const f32, *mut f32, usize),
-    ) {
-        let (k, n) = (w.k, w.n);
-        for p in 0..n.div_ceil(NR) {
-            let panel = w.panels.as_ptr().add(p * k * 2) as *const f32;
-            let bias = w.bias.as_ptr().add(p * 2) as *const f32;
-            for h in 0..2 {
-                let c0 = p * NR + h * HALF;
-                if c0 >= n {
-                    break;
-                }
-                let cols = (n - c0).min(HALF);
-                let mut r = 0;
-                while r < m {
-                    let rows = (m - r).min(MR_NEON);
-                    f(
-                        r,
-                        rows,
-                        panel.add(h * HALF),
-                        bias.add(h * HALF),
-                        out.add(r * n + c0),
-                        cols,
-                    );
-                    r += rows;
-                }
-            }
-        }
-    }
-
     pub(crate) unsafe fn product(x: *const f32, m: usize, w: &PackedWeights, out: *mut f32) {
         let (k, n) = (w.k, w.n);
-        each_tile(m, w, out, |r, rows, panel, bias, c, cols| {
+        each_half_tile(m, MR_NEON, w, out, |r, rows, panel, bias, c, cols| {
             by_rows6!(rows, tile(x.add(r * k), k, panel, bias, c, n, cols))
         })
     }
@@ -803,7 +773,7 @@ pub(crate) mod neon {
         out: *mut f32,
     ) {
         let n = wt.n;
-        each_tile(m, wt, out, |r, rows, panel, bias, c, cols| {
+        each_half_tile(m, MR_NEON, wt, out, |r, rows, panel, bias, c, cols| {
             let at = |i: usize| x.add(g.start(first + r + i));
             by_rows6!(
                 rows,

@@ -71,6 +71,55 @@ pub fn pointwise_on(
     let _ = (t, i, rows);
 }
 
+/// The AVX2 and NEON walk: each 32-pixel panel of the activations copied into `panel`
+/// (`k` rows of [`NR`], zero past the last pixel), then every block of up to `mr` output
+/// channels against its two 16-pixel halves: `f(half, first_row, rows, out, cols)` with
+/// `half` the copied half-panel (rows [`NR`] apart) and `out` at the tile's first result.
+///
+/// # Safety
+/// `x` must hold `k` rows of `p` pixels and `out` `m` rows of `p`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn each_half_panel(
+    x: *const f32,
+    k: usize,
+    p: usize,
+    m: usize,
+    mr: usize,
+    out: *mut f32,
+    mut f: impl FnMut(*const f32, usize, usize, *mut f32, usize),
+) {
+    use crate::dense::NR;
+    const HALF: usize = NR / 2;
+    let mut panel = vec![0f32; k * NR];
+    let mut c0 = 0;
+    while c0 < p {
+        let cols = (p - c0).min(NR);
+        for kk in 0..k {
+            let dst = &mut panel[kk * NR..][..NR];
+            // SAFETY: row kk's pixels c0..c0 + cols lie within x (k rows of p).
+            let src = unsafe { std::slice::from_raw_parts(x.add(kk * p + c0), cols) };
+            dst[..cols].copy_from_slice(src);
+            dst[cols..].fill(0.0);
+        }
+        for h in 0..2 {
+            if h * HALF >= cols {
+                break;
+            }
+            let hcols = (cols - h * HALF).min(HALF);
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min(mr);
+                // SAFETY: row r, pixel c0 + h * HALF lies within out (m rows of p).
+                let o = unsafe { out.add(r * p + c0 + h * HALF) };
+                f(panel[h * HALF..].as_ptr(), r, rows, o, hcols);
+                r += rows;
+            }
+        }
+        c0 += cols;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 // Each fn's contract (AVX-512 F present, pointers within the sizes `pointwise` checked)
 // covers its body.
@@ -142,13 +191,12 @@ mod avx512 {
 // checked) covers its body.
 #[allow(unsafe_op_in_unsafe_fn)]
 mod avx2 {
-    use crate::dense::avx2::{accumulate, by_rows6, HALF};
-    use crate::dense::{MR_AVX2, NR};
+    use super::each_half_panel;
+    use crate::dense::avx2::{accumulate, by_rows6};
+    use crate::dense::MR_AVX2;
     use std::arch::x86_64::*;
 
-    /// As the AVX-512 product: each 32-pixel panel of the activations copied into a
-    /// contiguous buffer (zero past the last pixel), then every block of output channels
-    /// against its two 16-pixel halves.
+    /// As the AVX-512 product, in 16-pixel halves ([`each_half_panel`]).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn product(
         x: *const f32,
@@ -159,38 +207,9 @@ mod avx2 {
         m: usize,
         out: *mut f32,
     ) {
-        let mut panel = vec![0f32; k * NR];
-        let mut c0 = 0;
-        while c0 < p {
-            let cols = (p - c0).min(NR);
-            for kk in 0..k {
-                let src = x.add(kk * p + c0);
-                let dst = panel.as_mut_ptr().add(kk * NR);
-                if cols == NR {
-                    for q in 0..NR / 8 {
-                        _mm256_storeu_ps(dst.add(q * 8), _mm256_loadu_ps(src.add(q * 8)));
-                    }
-                } else {
-                    std::ptr::copy_nonoverlapping(src, dst, cols);
-                    std::ptr::write_bytes(dst.add(cols), 0, NR - cols);
-                }
-            }
-            for h in 0..2 {
-                if h * HALF >= cols {
-                    break;
-                }
-                let hcols = (cols - h * HALF).min(HALF);
-                let xp = panel.as_ptr().add(h * HALF);
-                let mut r = 0;
-                while r < m {
-                    let rows = (m - r).min(MR_AVX2);
-                    let (wr, br, o) = (w.add(r * k), bias.add(r), out.add(r * p + c0 + h * HALF));
-                    by_rows6!(rows, tile(xp, k, wr, br, o, p, hcols));
-                    r += rows;
-                }
-            }
-            c0 += cols;
-        }
+        each_half_panel(x, k, p, m, MR_AVX2, out, |xp, r, rows, o, cols| {
+            by_rows6!(rows, tile(xp, k, w.add(r * k), bias.add(r), o, p, cols))
+        })
     }
 
     /// `R` output channels x up to 16 pixels of the copied panel `x` (`k` rows, [`NR`]
@@ -216,12 +235,12 @@ mod avx2 {
 // covers its body.
 #[allow(unsafe_op_in_unsafe_fn)]
 mod neon {
-    use crate::dense::neon::{accumulate, by_rows6, HALF};
-    use crate::dense::{MR_NEON, NR};
+    use super::each_half_panel;
+    use crate::dense::neon::{accumulate, by_rows6};
+    use crate::dense::MR_NEON;
     use std::arch::aarch64::*;
 
-    /// As the AVX2 product: each 32-pixel panel copied (zero past the last pixel), then
-    /// every block of output channels against its two 16-pixel halves.
+    /// As the AVX2 product ([`each_half_panel`]).
     pub unsafe fn product(
         x: *const f32,
         k: usize,
@@ -231,31 +250,9 @@ mod neon {
         m: usize,
         out: *mut f32,
     ) {
-        let mut panel = vec![0f32; k * NR];
-        let mut c0 = 0;
-        while c0 < p {
-            let cols = (p - c0).min(NR);
-            for kk in 0..k {
-                let dst = panel.as_mut_ptr().add(kk * NR);
-                std::ptr::copy_nonoverlapping(x.add(kk * p + c0), dst, cols);
-                std::ptr::write_bytes(dst.add(cols), 0, NR - cols);
-            }
-            for h in 0..2 {
-                if h * HALF >= cols {
-                    break;
-                }
-                let hcols = (cols - h * HALF).min(HALF);
-                let xp = panel.as_ptr().add(h * HALF);
-                let mut r = 0;
-                while r < m {
-                    let rows = (m - r).min(MR_NEON);
-                    let (wr, br, o) = (w.add(r * k), bias.add(r), out.add(r * p + c0 + h * HALF));
-                    by_rows6!(rows, tile(xp, k, wr, br, o, p, hcols));
-                    r += rows;
-                }
-            }
-            c0 += cols;
-        }
+        each_half_panel(x, k, p, m, MR_NEON, out, |xp, r, rows, o, cols| {
+            by_rows6!(rows, tile(xp, k, w.add(r * k), bias.add(r), o, p, cols))
+        })
     }
 
     #[inline]
