@@ -131,24 +131,18 @@ impl SystemInfo {
             page_size: rustix::param::page_size(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             simd_kernel: nvr_linalg::Kernel::best().name(),
-            // What the graph rewrite uses (`dense::available`): on aarch64 the NEON
-            // products exist but tract's run until they are measured on a board.
-            dense_kernel: match nvr_linalg::dense::tier_for(nvr_linalg::Tier::current()) {
-                Some(nvr_linalg::Tier::Avx512) if nvr_linalg::dense::available() => {
-                    "avx512f (nvr-edge)"
-                }
-                Some(nvr_linalg::Tier::Avx2) if nvr_linalg::dense::available() => {
-                    "avx2+fma (nvr-edge)"
-                }
-                _ => "tract",
+            // What the graph rewrite uses: on aarch64 the NEON products exist but tract's
+            // run until they are measured on a board.
+            dense_kernel: match nvr_linalg::dense::in_graphs() {
+                Some(nvr_linalg::Tier::Avx512) => "avx512f (nvr-edge)",
+                Some(_) => "avx2+fma (nvr-edge)",
+                None => "tract",
             },
             tract_isa: tract_linalg::isa::native().nickname(),
             kernel_tier: nvr_linalg::Tier::current().name(),
         }
     }
-}
 
-impl SystemInfo {
     /// The first line of every bench: the CPU and the kernel tiers the figures below it
     /// were measured on.
     pub fn bench_line(&self) -> String {

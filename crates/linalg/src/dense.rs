@@ -118,12 +118,26 @@ pub fn tier_for(t: Tier) -> Option<Tier> {
     }
 }
 
-/// Whether the graph rewrite puts these kernels in place of tract's here: the current tier
-/// ([`Tier::current`]) is AVX2+FMA or AVX-512, where they were measured faster than
-/// tract's (benches/xclip.rs, docs/design/kernel-tiers.md). Not NEON yet: see the module
-/// doc.
+/// The tiers this CPU has that have dense (and pointwise) kernels, best first: what tests
+/// and benches compare.
+pub fn tiers_here() -> Vec<Tier> {
+    Tier::supported()
+        .into_iter()
+        .filter(|&t| tier_for(t) == Some(t))
+        .collect()
+}
+
+/// The tier whose kernels the graph rewrite puts in place of tract's here: the current
+/// tier ([`Tier::current`]) when it is AVX2+FMA or AVX-512, where they were measured
+/// faster than tract's (benches/xclip.rs, docs/design/kernels.md). Not NEON yet: see the
+/// module doc.
+pub fn in_graphs() -> Option<Tier> {
+    tier_for(Tier::current()).filter(|t| matches!(t, Tier::Avx2 | Tier::Avx512))
+}
+
+/// Whether the graph rewrite uses these kernels here ([`in_graphs`]).
 pub fn available() -> bool {
-    matches!(tier_for(Tier::current()), Some(Tier::Avx2 | Tier::Avx512))
+    in_graphs().is_some()
 }
 
 /// `out[m, n] = x[m, k] * W + b` for rows `x` (row-major, `m * k`), single-threaded, at

@@ -4,7 +4,7 @@
 //! on stderr and checks nothing more.
 
 use crate::attention::{attention_item_with, AttentionItem, AttentionScratch};
-use crate::dense::{dense_on, patch_dense_on, tier_for, PackedWeights};
+use crate::dense::{dense_on, patch_dense_on, tiers_here, PackedWeights};
 use crate::pointwise::pointwise_on;
 use crate::rows::*;
 use crate::tier::Tier;
@@ -31,10 +31,7 @@ fn tiers() -> Vec<Tier> {
 /// The tiers this CPU has that have dense (and pointwise) kernels: AVX-512, AVX2+FMA,
 /// NEON.
 fn dense_tiers() -> Vec<Tier> {
-    let t: Vec<Tier> = Tier::supported()
-        .into_iter()
-        .filter(|&t| tier_for(t) == Some(t))
-        .collect();
+    let t = tiers_here();
     if t.is_empty() {
         eprintln!("no AVX2+FMA, AVX-512 or NEON on this CPU: the dense kernels are not used here");
     }
