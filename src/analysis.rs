@@ -564,6 +564,26 @@ impl Outage {
     }
 }
 
+/// Close motion event `id` at `end_wall_us`: its best frame stored, its end committed, its
+/// video ended at the frame stamped `ts_us` (capture clock). Every way an event ends
+/// (motion stopped, split, paused, the camera gone) goes through here.
+fn close_event(
+    ctx: &Ctx,
+    id: i64,
+    best: &mut Snapshot,
+    recorder: &mut Option<Recorder>,
+    end_wall_us: i64,
+    ts_us: i64,
+) {
+    best.store(ctx, id);
+    if let Err(e) = ctx.events.end(id, end_wall_us) {
+        ctx.note_err(e);
+    }
+    if let Some(r) = recorder.as_mut() {
+        r.end(id, ts_us);
+    }
+}
+
 fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot>) {
     let period = Duration::from_secs_f64(1.0 / ctx.cfg.motion.analysis_fps.max(0.1));
     let window_us = (ctx.cfg.window_secs * 1e6) as i64;
@@ -598,13 +618,14 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         if outage.check(ctx) {
             // Frames stopped: the motion event (if any) ends with them.
             if let Some(id) = event.take() {
-                best.store(ctx, id);
-                if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
-                    ctx.note_err(e);
-                }
-                if let Some(r) = recorder.as_mut() {
-                    r.end(id, last_frame_ts_us);
-                }
+                close_event(
+                    ctx,
+                    id,
+                    &mut best,
+                    &mut recorder,
+                    ctx.clock.wall_us(),
+                    last_frame_ts_us,
+                );
                 let mut st = ctx.stats();
                 st.current_event = None;
                 st.in_motion = false;
@@ -625,13 +646,14 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             // Paused: the open event ends here; the gate starts afresh on resume (its
             // background would be stale).
             if let Some(id) = event.take() {
-                best.store(ctx, id);
-                if let Err(e) = ctx.events.end(id, ctx.clock.wall_us()) {
-                    ctx.note_err(e);
-                }
-                if let Some(r) = recorder.as_mut() {
-                    r.end(id, meta.ts_us);
-                }
+                close_event(
+                    ctx,
+                    id,
+                    &mut best,
+                    &mut recorder,
+                    ctx.clock.wall_us(),
+                    meta.ts_us,
+                );
                 tracing::info!(camera = %ctx.camera.id, event = id, "detection paused: event closed");
             }
             if !paused {
@@ -673,13 +695,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
             && max_event_us.is_some_and(|m| now_mono - event_started_mono >= m);
         if split {
             if let Some(id) = event.take() {
-                best.store(ctx, id);
-                if let Err(e) = ctx.events.end(id, now_wall) {
-                    ctx.note_err(e);
-                }
-                if let Some(r) = recorder.as_mut() {
-                    r.end(id, meta.ts_us);
-                }
+                close_event(ctx, id, &mut best, &mut recorder, now_wall, meta.ts_us);
                 ctx.stats().events_split += 1;
                 tracing::info!(camera = %ctx.camera.id, event = id,
                     "motion goes on past recording.max_secs: event closed, the next one continues it");
@@ -764,13 +780,7 @@ fn run(ctx: &Ctx, mut recorder: Option<Recorder>, identity: Option<&IdentitySlot
         }
         if step.stopped {
             if let Some(id) = event.take() {
-                best.store(ctx, id);
-                if let Err(e) = ctx.events.end(id, now_wall) {
-                    ctx.note_err(e);
-                }
-                if let Some(r) = recorder.as_mut() {
-                    r.end(id, meta.ts_us);
-                }
+                close_event(ctx, id, &mut best, &mut recorder, now_wall, meta.ts_us);
                 ctx.stats().current_event = None;
                 tracing::info!(camera = %ctx.camera.id, event = id, "motion stopped: event closed");
             }

@@ -123,6 +123,8 @@ pub struct EventQuery {
 pub const OUTAGE_CATEGORY: &str = "camera_outage";
 /// Its action.
 pub const OUTAGE_ACTION: &str = "camera stopped delivering frames";
+/// Why its risk is not X-CLIP's.
+const OUTAGE_NOTE: &str = "camera outage: no model's judgement";
 
 /// Events dropped, oldest first, when the database cannot grow to store a new one.
 const ROWS_FREED_WHEN_FULL: u32 = 32;
@@ -175,27 +177,26 @@ impl EventStore {
 
     fn open(&self, camera: &str, start_us: i64, outage: bool) -> Result<Opened, StoreError> {
         let conn = self.conn();
-        let insert = || {
-            match outage {
-            false => conn.execute(
-                "INSERT INTO events (camera, start_us, created_at, updated_us) VALUES (?1, ?2, ?3, ?2)",
-                params![camera, start_us, start_us / 1_000_000],
-            ),
-            true => conn.execute(
+        // A motion event's description comes from its clips later (NULL until then); an
+        // outage's is known at once.
+        let (action, category, risk, note) = if outage {
+            (
+                Some(OUTAGE_ACTION),
+                Some(OUTAGE_CATEGORY),
+                Some(Risk::Medium.as_str()),
+                Some(OUTAGE_NOTE),
+            )
+        } else {
+            (None, None, None, None)
+        };
+        let insert =
+            || {
+                conn.execute(
                 "INSERT INTO events (camera, start_us, created_at, updated_us, action, category, \
                  risk, risk_note) VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?7)",
-                params![
-                    camera,
-                    start_us,
-                    start_us / 1_000_000,
-                    OUTAGE_ACTION,
-                    OUTAGE_CATEGORY,
-                    Risk::Medium.as_str(),
-                    "camera outage: no model's judgement"
-                ],
-            ),
-        }
-        };
+                params![camera, start_us, start_us / 1_000_000, action, category, risk, note],
+            )
+            };
         let mut dropped_videos = Vec::new();
         match insert() {
             // The disk filled (recording.min_free_mb keeps room for the database, but

@@ -556,8 +556,8 @@ impl<'a> Session<'a> {
         for i in 0..self.deps.cameras.len() {
             let cam = &self.deps.cameras[i];
             let id = cam.config.id.clone();
-            let st = cam.shared.stats().snapshot(now);
-            let live = crate::capture::stats::is_live(st.last_frame_age_ms);
+            // The frame's age alone (a full snapshot computes quantiles, every tick).
+            let live = crate::capture::stats::is_live(cam.shared.stats().last_frame_age_ms(now));
             let moving = self
                 .deps
                 .analysis
