@@ -8,10 +8,12 @@
 
 use std::hint::black_box;
 use std::io::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+mod common;
+use common::python_peer;
 use nvr_edge::household::{vectors, GallerySet, Matrix, Thresholds};
 
 const DIM: usize = 512;
@@ -43,7 +45,8 @@ fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
 
 /// faiss on the same rows and probes, if a Python with faiss is configured.
 fn faiss_peer(n: usize, rows: &[f32], probes: &[f32], iters: usize) -> Option<(f64, f64)> {
-    let python = std::env::var("NVR_FAISS_PYTHON").ok()?;
+    // Unset: no files written for nothing.
+    std::env::var_os("NVR_FAISS_PYTHON")?;
     let dir = std::env::temp_dir().join(format!("nvr-faiss-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let write = |name: &str, v: &[f32]| {
@@ -52,15 +55,17 @@ fn faiss_peer(n: usize, rows: &[f32], probes: &[f32], iters: usize) -> Option<(f
     };
     write("rows.f32", rows);
     write("probes.f32", probes);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/faiss_peer.py");
-    let out = Command::new(python)
-        .args([script, dir.to_str()?, &DIM.to_string(), &iters.to_string()])
-        .output()
-        .ok()?;
+    let got = python_peer(
+        "NVR_FAISS_PYTHON",
+        "faiss_peer.py",
+        &[
+            dir.display().to_string(),
+            DIM.to_string(),
+            iters.to_string(),
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(|x| x.parse::<f64>());
-    Some((it.next()?.ok()?, it.next()?.ok()?))
+    got
 }
 
 fn latency_table() {

@@ -13,10 +13,12 @@
 //! ratio tract/onnxruntime. The first line names the CPU and the kernel tiers.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+mod common;
+use common::{p50_p99, python_peer};
 use nvr_edge::config::Config;
 use nvr_edge::inference::identity::detect::ObjectDetector;
 use nvr_edge::inference::identity::face::{
@@ -47,39 +49,20 @@ const PEER_ITERS: usize = 40;
 /// The seed of the inputs both sides generate.
 const SEED: u64 = 77;
 
-fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (q(0.5), q(0.99))
-}
-
 /// onnxruntime's p50 and p99 (ms) for `graph` on the seeded input of `shape`, one thread.
 fn ort_peer(graph: &Path, shape: &[usize]) -> Option<(f64, f64)> {
-    let python = std::env::var("NVR_ORT_PYTHON").ok()?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/identity_peer.py");
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let out = Command::new(python)
-        .arg(script)
-        .arg(graph)
-        .args([
+    python_peer(
+        "NVR_ORT_PYTHON",
+        "identity_peer.py",
+        &[
+            graph.display().to_string(),
             dims.join(","),
             "1".into(),
             PEER_ITERS.to_string(),
             SEED.to_string(),
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "onnxruntime peer failed for {}: {}",
-            graph.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(str::parse::<f64>);
-    Some((it.next()?.ok()?, it.next()?.ok()?))
+        ],
+    )
 }
 
 /// One graph: the product's plan (`run`, one thread) against onnxruntime, printed.

@@ -8,12 +8,12 @@ run the same graph on the same numbers. Prints "p50_ms p99_ms" of one run.
 """
 import os
 import sys
-import time
 
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 from seeded import seeded_values  # noqa: E402
+from ort_timing import print_p50_p99  # noqa: E402
 
 graph, shape, threads, iters, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 shape = [int(d) for d in shape.split(",")]
@@ -26,13 +26,4 @@ so.inter_op_num_threads = 1
 sess = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
 x = seeded_values(seed, n).reshape(shape)
 feeds = {sess.get_inputs()[0].name: x}
-for _ in range(3):
-    sess.run(None, feeds)
-lat = []
-for _ in range(iters):
-    a = time.perf_counter()
-    sess.run(None, feeds)
-    lat.append((time.perf_counter() - a) * 1e3)
-lat.sort()
-q = lambda p: lat[round((len(lat) - 1) * p)]
-print(f"{q(0.5):.3f} {q(0.99):.3f}")
+print_p50_p99(sess, feeds, iters, warm=3)

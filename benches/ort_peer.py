@@ -8,13 +8,13 @@ Prints "p50_ms p99_ms" of one video-graph run.
 """
 import os
 import sys
-import time
 
 import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 from seeded import seeded_values  # noqa: E402
+from ort_timing import print_p50_p99  # noqa: E402
 
 d, threads, iters, prompts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 import json
@@ -28,13 +28,4 @@ sess = ort.InferenceSession(os.path.join(d, "xclip_video.onnx"), so, providers=[
 px = seeded_values(1234, t * 3 * s * s).reshape(1, t, 3, s, s)
 te = seeded_values(99, prompts * dim).reshape(prompts, dim) * np.float32(0.1)
 feeds = {"pixel_values": px, "text_embeds": te}
-for _ in range(2):
-    sess.run(None, feeds)
-lat = []
-for _ in range(iters):
-    a = time.perf_counter()
-    sess.run(None, feeds)
-    lat.append((time.perf_counter() - a) * 1e3)
-lat.sort()
-q = lambda p: lat[round((len(lat) - 1) * p)]
-print(f"{q(0.5):.3f} {q(0.99):.3f}")
+print_p50_p99(sess, feeds, iters, warm=2)

@@ -16,11 +16,13 @@
 //!   at before optimising anything).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+mod common;
+use common::{p50_p99, python_peer};
 use nvr_edge::capture::open_source;
 use nvr_edge::clock::SystemClock;
 use nvr_edge::config::Config;
@@ -35,28 +37,17 @@ use nvr_edge::ring::FrameBatch;
 
 const PROMPTS: usize = 19;
 
-fn pct(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (q(0.5), q(0.99))
-}
-
 fn ort_peer(dir: &Path, threads: usize, iters: usize) -> Option<(f64, f64)> {
-    let python = std::env::var("NVR_ORT_PYTHON").ok()?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ort_peer.py");
-    let out = Command::new(python)
-        .args([
-            script,
-            dir.to_str()?,
-            &threads.to_string(),
-            &iters.to_string(),
-            &PROMPTS.to_string(),
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(str::parse::<f64>);
-    Some((it.next()?.ok()?, it.next()?.ok()?))
+    python_peer(
+        "NVR_ORT_PYTHON",
+        "ort_peer.py",
+        &[
+            dir.display().to_string(),
+            threads.to_string(),
+            iters.to_string(),
+            PROMPTS.to_string(),
+        ],
+    )
 }
 
 fn graph_table(label: &str, dir: &Path, iters: usize) {
@@ -139,7 +130,7 @@ fn graph_table(label: &str, dir: &Path, iters: usize) {
             lat.extend((0..iters / 2).map(|_| run()));
             peer_p50s.extend(ort_peer(dir, threads, iters / 2).map(|(p50, _)| p50));
         }
-        let (p50, p99) = pct(lat);
+        let (p50, p99) = p50_p99(lat);
         let peer = (peer_p50s.len() == 2).then(|| (peer_p50s.iter().sum::<f64>() / 2.0, 0.0));
         let (o50, ratio) = match peer {
             Some((a, _)) => (format!("{a:.2}"), format!("{:.2}", p50 / a)),
@@ -211,7 +202,7 @@ fn service_table() {
                 .latency_ms
             })
             .collect();
-        let (p50, p99) = pct(lat);
+        let (p50, p99) = p50_p99(lat);
         let t = Instant::now();
         let tickets: Vec<_> = cl
             .iter()
@@ -260,13 +251,10 @@ fn bench_xclip(c: &mut Criterion) {
 /// nvr-edge's kernel at each tier and through tract's own plan of `mk,kn->mn`, one
 /// thread, p50 of 20 runs each.
 fn dense_table() {
-    use nvr_linalg::dense::{dense_on, tier_for, PackedWeights};
+    use nvr_linalg::dense::{dense_on, tiers_here, PackedWeights};
     use tract_onnx::prelude::*;
     use tract_onnx::tract_core::ops::einsum::EinSum;
-    let tiers: Vec<nvr_linalg::Tier> = nvr_linalg::Tier::supported()
-        .into_iter()
-        .filter(|&t| tier_for(t) == Some(t))
-        .collect();
+    let tiers = tiers_here();
     println!(
         "dense layers, one thread, p50 of 20 (tract's kernels: {}):",
         tract_linalg::isa::native().nickname()
@@ -282,7 +270,7 @@ fn dense_table() {
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();
-            pct(std::mem::take(&mut v)).0
+            p50_p99(std::mem::take(&mut v)).0
         };
         let mut model = TypedModel::default();
         let xs = model.add_source("x", f32::fact([m, k])).unwrap();
