@@ -48,16 +48,13 @@ pub(super) fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check
             let what = format!(
                 "enrolled gallery: {} rows of model {model}, {}-d",
                 m.rows(),
-                m.dim
+                m.dim()
             );
             (model, m, what)
         }
         None => {
             let (n, dim) = (h.selftest_members as usize, h.selftest_dim as usize);
-            let mut m = Matrix {
-                dim,
-                ..Matrix::default()
-            };
+            let mut m = Matrix::new(dim);
             let rows = vectors::random_unit_vectors(n, dim, 0x5E1F);
             for (i, row) in rows.chunks_exact(dim).enumerate() {
                 m.push(i as i64, row);
@@ -67,7 +64,7 @@ pub(super) fn household_checks(cfg: &Config, clock: Arc<dyn Clock>) -> Vec<Check
         }
     };
     let mut set = GallerySet::default();
-    let dim = matrix.dim;
+    let dim = matrix.dim();
     let rows = matrix.rows();
     set.persons.push((model_id.clone(), matrix));
     let probes = vectors::random_unit_vectors(64, dim, 0xC0FFEE);

@@ -6,6 +6,7 @@
 use crate::attention::{attention_item_with, AttentionItem, AttentionScratch};
 use crate::dense::{dense_on, patch_dense_on, tiers_here, PackedWeights};
 use crate::pointwise::pointwise_on;
+use crate::quant::{self, Quant};
 use crate::rows::*;
 use crate::tier::Tier;
 
@@ -436,4 +437,73 @@ fn pointwise_matches_on(tier: Tier) {
             }
         }
     }
+}
+
+#[test]
+fn the_i8_scan_is_exact_on_every_tier_tails_included() {
+    // Rows 1..=9 cover the 4-row blocks and their tail; dims cover the 16/32-wide bodies
+    // and their tails; the extreme values check that nothing saturates.
+    for dim in [1usize, 15, 16, 31, 32, 33, 100, 512, 513] {
+        for n in 1..=9usize {
+            let mut rows: Vec<i8> = values(n * dim, (n * 1000 + dim) as u64)
+                .iter()
+                .map(|x| (x * 127.0).round() as i8)
+                .collect();
+            let mut probe: Vec<i8> = values(dim, dim as u64 + 5)
+                .iter()
+                .map(|x| (x * 127.0).round() as i8)
+                .collect();
+            if n == 9 {
+                rows.fill(127);
+                probe.fill(-127);
+            }
+            let want: Vec<i32> = rows
+                .chunks_exact(dim)
+                .map(|r| {
+                    r.iter()
+                        .zip(&probe)
+                        .map(|(&a, &b)| a as i32 * b as i32)
+                        .sum()
+                })
+                .collect();
+            for t in tiers() {
+                let mut got = vec![i32::MIN; n];
+                quant::scan_on(t, &rows, &probe, dim, &mut got);
+                assert_eq!(got, want, "{} n={n} dim={dim}", t.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_quantised_estimate_stays_within_its_bound() {
+    let dim = 512;
+    let mut worst = 0f64;
+    for seed in 0..200u64 {
+        let (a, mut b) = (values(dim, seed), values(dim, seed + 7_000));
+        if seed % 3 == 0 {
+            // Close vectors: the case where the bound decides who is re-scored.
+            for (x, y) in b.iter_mut().zip(&a) {
+                *x = y + 0.01 * *x;
+            }
+        }
+        let (mut qa, mut qb) = (vec![0i8; dim], vec![0i8; dim]);
+        let (ka, kb): (Quant, Quant) = (quant::quantize(&a, &mut qa), quant::quantize(&b, &mut qb));
+        assert!(qa.iter().chain(&qb).all(|&q| q != i8::MIN));
+        let mut int = [0i32];
+        quant::scan(&qb, &qa, dim, &mut int);
+        let est = f64::from(ka.scale) * f64::from(kb.scale) * f64::from(int[0]);
+        let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let bound = f64::from(Quant::bound(ka, quant::l1(&a), kb));
+        assert!(
+            (est - exact).abs() <= bound,
+            "seed {seed}: |{est} - {exact}| > {bound}"
+        );
+        worst = worst.max((est - exact).abs() / bound);
+    }
+    // The bound is a worst case; typical errors are far inside it.
+    eprintln!("largest error / bound: {worst:.3}");
+    let mut z = [1i8; 4];
+    assert_eq!(quant::quantize(&[0.0; 4], &mut z), Quant::default());
+    assert_eq!(z, [0; 4]);
 }

@@ -5,6 +5,8 @@
 //! - similarity (this file): dot products and gallery scans for household matching.
 //! - [`rows`]: layer norm, softmax, quick-GELU, per-channel ops, PReLU, hard-swish.
 //! - [`attention`]: scaled dot-product attention per batch item.
+//! - [`quant`]: `i8` rows with one scale each, their exact integer scan and the bound
+//!   that lets household matching re-score only the rows that could still win.
 //! - [`dense`], [`pointwise`]: the AVX-512 products of X-CLIP's dense layers and of 1x1
 //!   convolutions.
 //!
@@ -22,6 +24,7 @@
 pub mod attention;
 pub mod dense;
 pub mod pointwise;
+pub mod quant;
 pub mod rows;
 pub mod tier;
 
