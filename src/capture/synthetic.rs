@@ -10,8 +10,7 @@
 
 use std::sync::Arc;
 
-use jpeg_encoder::{ColorType, Encoder};
-
+use super::jpeg::{self, Pixels};
 use super::{Captured, FrameSource, Pacer, SourceError, SourceInfo};
 use crate::clock::Clock;
 use crate::config::CameraConfig;
@@ -127,14 +126,9 @@ impl FrameSource for SyntheticSource {
         self.seq += 1;
         self.render(seq);
         buf.clear();
-        Encoder::new(&mut *buf, self.quality)
-            .encode(
-                &self.frame,
-                self.info.width as u16,
-                self.info.height as u16,
-                ColorType::Ycbcr,
-            )
-            .map_err(|e| SourceError::BadFrame(format!("JPEG encode: {e}")))?;
+        let (w, h) = (self.info.width as u16, self.info.height as u16);
+        jpeg::encode(&self.frame, w, h, Pixels::Ycbcr, self.quality, buf)
+            .map_err(|e| SourceError::BadFrame(e.to_string()))?;
         Ok(Captured {
             meta: FrameMeta {
                 seq,

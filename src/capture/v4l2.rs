@@ -14,14 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jpeg_encoder::{ColorType, Encoder};
 use v4l::buffer::Type;
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC, Fraction};
 
-use super::jpeg::validate_jpeg;
+use super::jpeg::{self, validate_jpeg, Pixels};
 use super::{Captured, FrameSource, SourceError, SourceInfo};
 use crate::clock::Clock;
 use crate::config::{CameraConfig, PreferredFormat};
@@ -315,9 +314,15 @@ impl FrameSource for V4l2Source {
                         String::from_utf8_lossy(&f)
                     )));
                 }
-                Encoder::new(&mut *buf, self.quality)
-                    .encode(&self.scratch, w as u16, h as u16, ColorType::Ycbcr)
-                    .map_err(|e| SourceError::BadFrame(format!("JPEG encode: {e}")))?;
+                jpeg::encode(
+                    &self.scratch,
+                    w as u16,
+                    h as u16,
+                    Pixels::Ycbcr,
+                    self.quality,
+                    buf,
+                )
+                .map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 (self.width, self.height)
             }
         };

@@ -2,6 +2,7 @@
 //! identity path on the built-in portrait and plate.
 
 use super::*;
+use crate::capture::jpeg::{self, Pixels};
 use crate::inference::identity::detect::ObjectDetector;
 use crate::inference::identity::face::{FaceDetector, FaceEmbedder, FaceFilter, FaceObserver};
 use crate::inference::identity::{IdentityModels, ModelError};
@@ -241,12 +242,7 @@ fn face_checks(
         plate_frames: 0,
     };
     let mut jpeg = Vec::new();
-    if let Err(e) = jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(
-        scene.as_raw(),
-        640,
-        480,
-        jpeg_encoder::ColorType::Rgb,
-    ) {
+    if let Err(e) = jpeg::encode(scene.as_raw(), 640, 480, Pixels::Rgb, 80, &mut jpeg) {
         return (rows, format!("{describe}; test frame: {e}"));
     }
     const IDENTITY_FRAMES: u64 = 4;
