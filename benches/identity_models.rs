@@ -10,7 +10,8 @@
 //! First, each graph alone next to onnxruntime in the same run: the product's own tract
 //! plan and onnxruntime (benches/identity_peer.py, when `NVR_ORT_PYTHON` names a python
 //! with onnxruntime) on the same seeded input, one thread each, p50 of 40 runs, and the
-//! ratio tract/onnxruntime. The first line names the CPU and the kernel tiers.
+//! ratio tract/onnxruntime. The first line names the CPU and the kernel tiers. With
+//! `NVR_IDENTITY_PROFILE` set, each graph's six costliest kinds of op follow its row.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,7 +27,8 @@ use nvr_edge::inference::identity::face::{
 };
 use nvr_edge::inference::identity::observer::ModelsObserver;
 use nvr_edge::inference::identity::plates::PlateReader;
-use nvr_edge::inference::identity::Observer;
+use nvr_edge::inference::identity::{ModelError, Observer};
+use nvr_edge::inference::onnx::OpTime;
 use nvr_edge::inference::xclip::model::seeded_values;
 use nvr_edge::memory::{kept_by, MIB};
 use nvr_edge::ring::FrameBatch;
@@ -46,6 +48,8 @@ fn scene() -> image::RgbImage {
 
 /// Runs of each graph timed, on both sides.
 const PEER_ITERS: usize = 40;
+/// Runs averaged in each `NVR_IDENTITY_PROFILE` block.
+const PROFILE_RUNS: usize = 10;
 /// The seed of the inputs both sides generate.
 const SEED: u64 = 77;
 
@@ -65,8 +69,33 @@ fn ort_peer(graph: &Path, shape: &[usize]) -> Option<(f64, f64)> {
     )
 }
 
-/// One graph: the product's plan (`run`, one thread) against onnxruntime, printed.
-fn peer_row(name: &str, graph: &Path, shape: &[usize], run: impl Fn(&[f32])) {
+/// The `NVR_IDENTITY_PROFILE` block of one graph: its six costliest kinds of op.
+fn print_profile(times: Result<Vec<OpTime>, ModelError>) {
+    if std::env::var_os("NVR_IDENTITY_PROFILE").is_none() {
+        return;
+    }
+    let times = times.expect("profile runs");
+    let total: f64 = times.iter().map(|o| o.ms).sum();
+    for o in times.iter().take(6) {
+        println!(
+            "    {:<32} {:7.2} ms {:5.1} % ({} calls)",
+            o.op,
+            o.ms,
+            100.0 * o.ms / total,
+            o.calls
+        );
+    }
+}
+
+/// One graph: the product's plan (`run`, one thread) against onnxruntime, printed, and
+/// with `NVR_IDENTITY_PROFILE` set its time per kind of op (`profile`).
+fn peer_row(
+    name: &str,
+    graph: &Path,
+    shape: &[usize],
+    run: impl Fn(&[f32]),
+    profile: impl Fn(&[f32]) -> Result<Vec<OpTime>, ModelError>,
+) {
     let input = seeded_values(SEED, shape.iter().product());
     for _ in 0..3 {
         run(&input);
@@ -88,6 +117,7 @@ fn peer_row(name: &str, graph: &Path, shape: &[usize], run: impl Fn(&[f32])) {
             "{name:<22} {shape:?}: tract p50 {p50:8.2} ms (p99 {p99:8.2}) | onnxruntime: not run (set NVR_ORT_PYTHON to a python with onnxruntime)"
         ),
     }
+    print_profile(profile(&input));
 }
 
 fn bench(c: &mut Criterion) {
@@ -122,6 +152,7 @@ fn bench(c: &mut Criterion) {
         |x| {
             objects.raw_outputs(x).unwrap();
         },
+        |x| objects.profile(x, PROFILE_RUNS),
     );
     peer_row(
         "blazeface",
@@ -130,6 +161,7 @@ fn bench(c: &mut Criterion) {
         |x| {
             faces.raw_outputs(x).unwrap();
         },
+        |x| faces.profile(x, PROFILE_RUNS),
     );
     if let Some(e) = &embedder {
         peer_row(
@@ -139,6 +171,7 @@ fn bench(c: &mut Criterion) {
             |x| {
                 e.raw_outputs(x).unwrap();
             },
+            |x| e.profile(x, PROFILE_RUNS),
         );
     }
     peer_row(
@@ -148,6 +181,7 @@ fn bench(c: &mut Criterion) {
         |x| {
             plates.raw_det(x).unwrap();
         },
+        |x| plates.profile_det(x, PROFILE_RUNS),
     );
     let img = scene();
     let plate_img = image::open(root().join("models/identity/selftest_plate.png"))

@@ -14,7 +14,7 @@ use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
 use super::{as_f32, iou, read_verified, IdentityManifest, ModelError};
-use crate::inference::onnx::{build, Expect, LoadError, Plan};
+use crate::inference::onnx::{build, Expect, LoadError, OpTime, Plan};
 
 const SIZE: usize = 416;
 const CLASSES: usize = 80;
@@ -138,6 +138,11 @@ impl ObjectDetector {
             all.extend_from_slice(as_f32(o)?);
         }
         Ok(all)
+    }
+
+    /// Time per kind of op on an input of `[1,3,416,416]` values.
+    pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        super::profile_plan(&self.plan, &[1, 3, SIZE, SIZE], input, runs)
     }
 
     fn run(&self, input: &[f32]) -> Result<TVec<TValue>, ModelError> {

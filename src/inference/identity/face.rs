@@ -20,7 +20,7 @@ use image::{imageops::FilterType, RgbImage};
 use tract_onnx::prelude::*;
 
 use super::{as_f32, iou, manifest, read_verified, IdentityManifest, ModelError, Observation};
-use crate::inference::onnx::{build, Expect, Plan};
+use crate::inference::onnx::{build, Expect, OpTime, Plan};
 
 const DETECTOR_ONNX: &[u8] = include_bytes!("../../../models/identity/blazeface_full.onnx");
 const DETECTOR_MANIFEST: &str = include_str!("../../../models/identity/blazeface_full.json");
@@ -190,6 +190,11 @@ impl FaceDetector {
     pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run_raw(&self.plan, &[1, 3, DET_SIZE, DET_SIZE], input)
     }
+
+    /// Time per kind of op on an input of `[1,3,192,192]` values.
+    pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        super::profile_plan(&self.plan, &[1, 3, DET_SIZE, DET_SIZE], input, runs)
+    }
 }
 
 /// The face cut out and warped onto the 112x112 template (bilinear; outside the image is
@@ -329,6 +334,11 @@ impl FaceEmbedder {
     /// The raw graph outputs for an input of `[2,3,112,112]` values.
     pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         run_raw(&self.plan, &[EMBED_BATCH, 3, ALIGNED, ALIGNED], input)
+    }
+
+    /// Time per kind of op on an input of `[2,3,112,112]` values.
+    pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        super::profile_plan(&self.plan, &[EMBED_BATCH, 3, ALIGNED, ALIGNED], input, runs)
     }
 
     /// The household's model id for this embedder's vectors.

@@ -109,6 +109,18 @@ pub(crate) fn read_verified(
 }
 
 /// A graph output as f32 values.
+/// Time per kind of op of `plan` run on `input` shaped `shape`, `runs` times (the identity
+/// bench prints it with `NVR_IDENTITY_PROFILE`: what to look at before optimising).
+pub(crate) fn profile_plan(
+    plan: &crate::inference::onnx::Plan,
+    shape: &[usize],
+    input: &[f32],
+    runs: usize,
+) -> Result<Vec<crate::inference::onnx::OpTime>, ModelError> {
+    let t = Tensor::from_shape(shape, input).map_err(|e| ModelError::Run(e.to_string()))?;
+    crate::inference::onnx::profile(plan, &[t], runs).map_err(|e| ModelError::Run(format!("{e:#}")))
+}
+
 pub(crate) fn as_f32(v: &TValue) -> Result<&[f32], ModelError> {
     v.try_as_plain_ram()
         .and_then(|t| t.as_slice::<f32>())
