@@ -5,7 +5,7 @@
 
 use crate::attention::{attention_item_with, AttentionItem, AttentionScratch};
 use crate::dense::{dense_on, patch_dense_on, tiers_here, PackedWeights};
-use crate::pointwise::pointwise_on;
+use crate::pointwise::{conv3x3_on, pointwise_on};
 use crate::quant::{self, Quant};
 use crate::rows::*;
 use crate::tier::Tier;
@@ -506,4 +506,59 @@ fn the_quantised_estimate_stays_within_its_bound() {
     let mut z = [1i8; 4];
     assert_eq!(quant::quantize(&[0.0; 4], &mut z), Quant::default());
     assert_eq!(z, [0; 4]);
+}
+
+#[test]
+fn conv3x3_matches_the_definition_on_every_tier() {
+    for t in dense_tiers() {
+        // (channels, outputs, height, width, first output row): panel tails (widths
+        // whose padded grid is not a multiple of 32), one-pixel images, row-block tails.
+        for (c, o, h, w, first) in [
+            (1, 1, 1, 1, 0),
+            (3, 5, 7, 9, 0),
+            (16, 13, 10, 30, 2),
+            (8, 40, 5, 33, 12),
+            (17, 7, 13, 13, 0),
+        ] {
+            let wp = w + 2;
+            let plane = (h + 2) * wp;
+            let x = values(c * h * w, 11);
+            let mut xpad = vec![0f32; c * plane + 2];
+            for ch in 0..c {
+                for y in 0..h {
+                    xpad[ch * plane + (y + 1) * wp + 1..][..w]
+                        .copy_from_slice(&x[(ch * h + y) * w..][..w]);
+                }
+            }
+            let (wt, b) = (values(o * c * 9, 12), values(o, 13));
+            let rows = o - first;
+            let mut got = vec![f32::NAN; rows * h * wp];
+            conv3x3_on(t, &xpad, c, h, wp, &wt, &b, first, &mut got);
+            for r in 0..rows {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let mut want = b[first + r] as f64;
+                        for ch in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (y + ky, xx + kx);
+                                    if iy < 1 || ix < 1 || iy > h || ix > w {
+                                        continue;
+                                    }
+                                    want += wt[((first + r) * c + ch) * 9 + ky * 3 + kx] as f64
+                                        * x[(ch * h + iy - 1) * w + ix - 1] as f64;
+                                }
+                            }
+                        }
+                        let g = got[r * h * wp + y * wp + xx] as f64;
+                        assert!(
+                            (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{} c={c} o={o} {h}x{w} at {r},{y},{xx}: {g} vs {want}",
+                            t.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -6,6 +6,7 @@ use tract_onnx::prelude::*;
 
 use super::attention::attention_chain;
 use super::channel_op::channel_op_for;
+use super::conv3x3::Conv3x3;
 use super::dense::{dense_chain, patch_embed_chain};
 use super::hardswish::HardSwish;
 use super::pad::RowPad;
@@ -38,6 +39,9 @@ fn fusion_at(model: &TypedModel, node: usize) -> Option<Fusion> {
     }
     if let Some((x, op, last)) = HardSwish::chain(model, node) {
         return Some(one(x, Box::new(op), "hard_swish", last));
+    }
+    if let Some((x, op)) = Conv3x3::chain(model, node) {
+        return Some(one(x, Box::new(op), "conv3x3", node));
     }
     if let Some((x, op, last)) = Pointwise::chain(model, node) {
         return Some(one(x, Box::new(op), "pointwise", last));

@@ -39,6 +39,10 @@
 //!   [`dense::Dense`], [`dense::PatchEmbed`], fused in the decluttered graph
 //!   ([`fuse`]).
 //!
+//! - **3x3 convolutions** with stride 1 and one pixel of padding (NanoDet's, PP-OCR's) on
+//!   AVX2 and AVX-512 CPUs: [`conv3x3::Conv3x3`], the 1x1 kernels' tiles over nine shifted
+//!   views of a zero-bordered copy of the input, fused in the decluttered graph.
+//!
 //! - **Resize** with its plans made once ([`resize`]) and **constant padding** of the two
 //!   innermost axes ([`pad`]), swapped in the optimised plan: NanoDet's and PP-OCR's.
 //!
@@ -52,6 +56,7 @@
 
 mod attention;
 mod channel_op;
+pub mod conv3x3;
 pub mod dense;
 mod fuse;
 pub mod hardswish;
