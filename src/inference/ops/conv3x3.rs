@@ -6,8 +6,6 @@
 //! product reads its nine shifted views where they lie, through the 1x1 kernels' panels
 //! and register tiles; the weights are ONNX's `[O, C, 3, 3]` as they come.
 
-use std::sync::Arc;
-
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::cnn::PaddingSpec;
@@ -19,29 +17,14 @@ use nvr_linalg::pointwise::conv3x3_on;
 use nvr_linalg::Tier;
 
 use super::dense::split_rows;
+use super::pointwise::Params;
 
 /// `[N,] C, H, W` -> `[N,] O, H, W` with constant weights `[O, C, 3, 3]` and bias `[O]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Conv3x3 {
-    pub weights: Arc<Vec<f32>>,
-    pub bias: Arc<Vec<f32>>,
+    pub params: Params,
     pub inputs: usize,
     pub outputs: usize,
-}
-
-impl PartialEq for Conv3x3 {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.weights, &other.weights) && Arc::ptr_eq(&self.bias, &other.bias)
-    }
-}
-
-impl Eq for Conv3x3 {}
-
-impl std::hash::Hash for Conv3x3 {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.inputs, self.outputs).hash(state);
-        (Arc::as_ptr(&self.weights) as usize).hash(state);
-    }
 }
 
 impl Op for Conv3x3 {
@@ -109,8 +92,7 @@ impl Conv3x3 {
         Some((
             node.inputs[0],
             Conv3x3 {
-                weights: Arc::new(weights),
-                bias: Arc::new(bias),
+                params: Params::new(weights, bias),
                 inputs: c,
                 outputs: o,
             },
@@ -169,8 +151,8 @@ impl EvalOp for Conv3x3 {
                         self.inputs,
                         h,
                         wp,
-                        &self.weights,
-                        &self.bias,
+                        &self.params.weights,
+                        &self.params.bias,
                         first,
                         o,
                     )

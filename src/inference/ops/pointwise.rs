@@ -18,31 +18,47 @@ use nvr_linalg::pointwise::pointwise;
 
 use super::dense::split_rows;
 
-/// `[N,] I, H, W` -> `[N,] O, H, W` with constant weights `[O, I]` and bias `[O]`; a
-/// batch axis of one may be present on one side only (tract drops or adds it).
+/// The constant weights and bias of a product op, shared (`Arc`) between the op's copies
+/// that tract makes while optimising: compared and hashed by identity, as comparing the
+/// values would cost a pass over megabytes for every comparison.
 #[derive(Debug, Clone)]
-pub struct Pointwise {
+pub struct Params {
     pub weights: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
-    pub inputs: usize,
-    pub outputs: usize,
-    /// Rank of the output, 3 or 4.
-    pub out_rank: usize,
 }
 
-impl PartialEq for Pointwise {
+impl Params {
+    pub fn new(weights: Vec<f32>, bias: Vec<f32>) -> Params {
+        Params {
+            weights: Arc::new(weights),
+            bias: Arc::new(bias),
+        }
+    }
+}
+
+impl PartialEq for Params {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.weights, &other.weights) && Arc::ptr_eq(&self.bias, &other.bias)
     }
 }
 
-impl Eq for Pointwise {}
+impl Eq for Params {}
 
-impl std::hash::Hash for Pointwise {
+impl std::hash::Hash for Params {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.inputs, self.outputs, self.out_rank).hash(state);
         (Arc::as_ptr(&self.weights) as usize).hash(state);
     }
+}
+
+/// `[N,] I, H, W` -> `[N,] O, H, W` with constant weights `[O, I]` and bias `[O]`; a
+/// batch axis of one may be present on one side only (tract drops or adds it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pointwise {
+    pub params: Params,
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Rank of the output, 3 or 4.
+    pub out_rank: usize,
 }
 
 impl Op for Pointwise {
@@ -104,8 +120,7 @@ impl Pointwise {
         Some((
             node.inputs[0],
             Pointwise {
-                weights: Arc::new(weights),
-                bias: Arc::new(bias),
+                params: Params::new(weights, bias),
                 inputs: i,
                 outputs: o,
                 out_rank: out.rank(),
@@ -189,7 +204,14 @@ impl EvalOp for Pointwise {
             let (xi, xo) = (self.inputs * pixels, self.outputs * pixels);
             for (xb, ob) in x.chunks_exact(xi).zip(data.chunks_exact_mut(xo)) {
                 split_rows(self.outputs, self.inputs, pixels, ob, |first, o| {
-                    pointwise(xb, pixels, &self.weights, &self.bias, first, o)
+                    pointwise(
+                        xb,
+                        pixels,
+                        &self.params.weights,
+                        &self.params.bias,
+                        first,
+                        o,
+                    )
                 });
             }
         }
