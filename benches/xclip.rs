@@ -4,7 +4,7 @@
 //! by models/export_xclip.py) a full-size export:
 //! - video-graph latency p50/p99 at 1 and 2 threads, and onnxruntime's on the same graph
 //!   and inputs when `NVR_ORT_PYTHON` names a python with onnxruntime (benches/ort_peer.py),
-//!   with the tract/ORT ratio (goal <= 1.0);
+//!   with the tract/ORT ratio (goal <= 0.9, issue 18; it was 1.0);
 //! - memory of the loaded model (jemalloc bytes) against its weight bytes (goal <= 1.2x);
 //! - for the tiny model, whole-clip latency (8 JPEG frames preprocessed + graph) and a
 //!   burst of 20 through the service (the spec: > 10 clips/s);
@@ -139,8 +139,9 @@ fn graph_table(label: &str, dir: &Path, iters: usize) {
         println!(
             "  video graph, {threads} thread(s): tract p50 {p50:.2} ms, p99 {p99:.2} ms; onnxruntime p50 {o50} ms (mean of two blocks); tract/ORT {ratio}{}",
             match peer {
-                Some((a, _)) if p50 <= a => " (goal <= 1.0: met)",
-                Some(_) => " (goal <= 1.0: MISSED)",
+                Some((a, _)) if p50 <= 0.9 * a => " (goal <= 0.9: met)",
+                Some((a, _)) if p50 <= a => " (goal <= 0.9: MISSED; <= 1.0)",
+                Some(_) => " (goal <= 0.9: MISSED)",
                 None => "",
             }
         );
