@@ -71,11 +71,6 @@ impl Matrix {
         self.members.len()
     }
 
-    /// Member of each row.
-    pub fn members(&self) -> &[i64] {
-        &self.members
-    }
-
     /// Add a row if it is usable; returns false (row not added) for a wrong length, a
     /// non-finite value, a zero vector or more than `quant::MAX_DIM` dimensions.
     pub fn push(&mut self, member: i64, v: &[f32]) -> bool {

@@ -111,7 +111,18 @@ pub fn scan_on(tier: Tier, rows: &[i8], probe: &[i8], dim: usize, out: &mut [i32
     portable::scan(rows, probe, dim, out)
 }
 
+/// The plain integer dot product: the portable kernel's element tail and the vector
+/// kernels' tails past their last full register.
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
+}
+
 mod portable {
+    use super::dot_i8;
+
     pub fn scan(rows: &[i8], probe: &[i8], dim: usize, out: &mut [i32]) {
         for (row, o) in rows.chunks_exact(dim).zip(out.iter_mut()) {
             let mut acc = [0i32; 16];
@@ -122,17 +133,14 @@ mod portable {
                     acc[i] += i32::from(r[i]) * i32::from(p[i]);
                 }
             }
-            let mut s: i32 = acc.iter().sum();
-            for (&r, &p) in rc.remainder().iter().zip(pc.remainder()) {
-                s += i32::from(r) * i32::from(p);
-            }
-            *o = s;
+            *o = acc.iter().sum::<i32>() + dot_i8(rc.remainder(), pc.remainder());
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::dot_i8;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
@@ -159,11 +167,7 @@ mod x86 {
         let body = dim - dim % 32;
         let ones = _mm256_set1_epi16(1);
         let p = probe.as_ptr();
-        let tail = |row: &[i8]| -> i32 {
-            (body..dim)
-                .map(|t| i32::from(row[t]) * i32::from(probe[t]))
-                .sum()
-        };
+        let tail = |row: &[i8]| dot_i8(&row[body..], &probe[body..]);
         let mut r = 0;
         while r + 4 <= n {
             let base = rows.as_ptr().wrapping_add(r * dim);
@@ -208,6 +212,7 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
+    use super::dot_i8;
     use std::arch::aarch64::*;
 
     /// # Safety
@@ -216,11 +221,7 @@ mod neon {
         let n = out.len();
         let body = dim - dim % 16;
         let p = probe.as_ptr();
-        let tail = |row: &[i8]| -> i32 {
-            (body..dim)
-                .map(|t| i32::from(row[t]) * i32::from(probe[t]))
-                .sum()
-        };
+        let tail = |row: &[i8]| dot_i8(&row[body..], &probe[body..]);
         let mut r = 0;
         while r < n {
             let rows_here = (n - r).min(4);
