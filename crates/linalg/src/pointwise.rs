@@ -34,13 +34,6 @@ pub fn pointwise_on(
         "input is not rows of {pixels}"
     );
     let i = x.len() / pixels;
-    let rows = out.len() / pixels;
-    assert_eq!(out.len(), rows * pixels, "output is not rows of {pixels}");
-    assert!(
-        w.len() >= (first + rows) * i && bias.len() >= first + rows,
-        "weights for rows {first}..{}",
-        first + rows
-    );
     // SAFETY: the rows the kernels read, `x[kk * pixels..][..pixels]` for kk < i, lie
     // within x (checked above); the rest as `product_on` says.
     unsafe { product_on(t, x, i, pixels, |kk| kk * pixels, w, bias, first, out) }
@@ -84,13 +77,6 @@ pub fn conv3x3_on(
         xpad.len()
     );
     let k = 9 * channels;
-    let rows = out.len() / pixels;
-    assert_eq!(out.len(), rows * pixels, "output is not rows of {pixels}");
-    assert!(
-        w.len() >= (first + rows) * k && bias.len() >= first + rows,
-        "weights for rows {first}..{}",
-        first + rows
-    );
     let start = |kk: usize| (kk / 9) * plane + (kk % 9 / 3) * wp + kk % 3;
     // SAFETY: row kk's reads, xpad[start(kk)..][..pixels], end at most at
     // (channels - 1) * plane + 2 * wp + 2 + h * wp = channels * plane + 2 <= xpad.len()
@@ -99,12 +85,12 @@ pub fn conv3x3_on(
 }
 
 /// `out[..rows] = w[first..][..rows] . X + bias` where row `kk` of X (`k` rows of
-/// `pixels`) starts at `x[start(kk)]`, on kernel tier `t`.
+/// `pixels`) starts at `x[start(kk)]`, on kernel tier `t`. Panics unless `out` is whole
+/// rows of `pixels` and `w` and `bias` hold those rows.
 ///
 /// # Safety
 /// `t` must be a tier of this CPU with the kernels; `x[start(kk)..][..pixels]` must lie
-/// within `x` for every kk < k; `w` must hold `(first + rows) * k` and `bias` `first +
-/// rows` values, `out` `rows * pixels` with rows = `out.len() / pixels`.
+/// within `x` for every kk < k.
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_on(
     t: Tier,
@@ -118,10 +104,17 @@ unsafe fn product_on(
     out: &mut [f32],
 ) {
     let rows = out.len() / pixels;
+    assert_eq!(out.len(), rows * pixels, "output is not rows of {pixels}");
+    assert!(
+        w.len() >= (first + rows) * k && bias.len() >= first + rows,
+        "weights for rows {first}..{}",
+        first + rows
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has `t`'s features; the kernels read w[first * k..][..rows * k],
-    // bias[first..][..rows], X's rows where the caller vouched for them (only within each
-    // row's length past the last column) and write out[..rows * pixels] only.
+    // bias[first..][..rows] (checked just above), X's rows where the caller vouched for
+    // them (only within each row's length past the last column) and write
+    // out[..rows * pixels] only.
     unsafe {
         let (wp, bp) = (w.as_ptr().add(first * k), bias.as_ptr().add(first));
         match t {
